@@ -1,0 +1,35 @@
+package rewrite
+
+import "errors"
+
+// Sentinel errors. Functions wrap them with %w and add detail, so test with
+// errors.Is, not ==.
+var (
+	// ErrSyntax reports a malformed PORT/EPRT argument or PASV/EPSV reply.
+	ErrSyntax = errors.New("rewrite: syntax error")
+	// ErrAddress reports an address that is well-formed text but unusable:
+	// an octet above 255, an address of the wrong family, a zone.
+	ErrAddress = errors.New("rewrite: bad address")
+	// ErrPort reports a port of 0 or above 65535.
+	ErrPort = errors.New("rewrite: bad port")
+	// ErrFamily reports an EPRT network protocol other than 1 (IPv4) or
+	// 2 (IPv6); RFC 2428 section 2 has the server answer 522.
+	ErrFamily = errors.New("rewrite: unsupported network protocol")
+	// ErrLineTooLong reports a line longer than a LineReader's limit.
+	ErrLineTooLong = errors.New("rewrite: line too long")
+	// ErrBadReply reports a server line where a reply must start.
+	ErrBadReply = errors.New("rewrite: malformed reply")
+	// ErrReplyTooLong reports a multi-line reply over a ReplyReader's limit.
+	ErrReplyTooLong = errors.New("rewrite: reply has too many lines")
+	// ErrBadCommand reports a client line that is not an FTP command.
+	ErrBadCommand = errors.New("rewrite: malformed command")
+)
+
+// prefix returns at most n bytes of b, for quoting in error messages
+// without copying an attacker-sized line into them.
+func prefix(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
