@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/nat"
+)
+
+// Config holds the knobs of a Server. The zero value of every field except
+// Upstream is usable: the defaults are listed with each field.
+type Config struct {
+	// Upstream is the FTP server's control address, "host:port".
+	Upstream string
+
+	// Advertiser picks the address announced in 227 replies. The zero value
+	// announces the local address the client's control connection reached.
+	Advertiser nat.Advertiser
+
+	// PassivePorts, if non-nil, is the range passive data listeners are
+	// bound in. If nil, the kernel picks a free port.
+	PassivePorts *nat.PortPool
+
+	// Logger receives the proxy's logs; each session logs through a child
+	// of it. The zero Logger writes nothing.
+	Logger zerolog.Logger
+
+	// DialTimeout bounds connecting to the upstream, for the control
+	// connection and for data connections, and connecting back to an
+	// active-mode client. Default 10s.
+	DialTimeout time.Duration
+
+	// GreetingTimeout bounds the wait for the upstream's 220 greeting.
+	// Default 30s.
+	GreetingTimeout time.Duration
+
+	// IdleTimeout closes a control connection on which the client has sent
+	// nothing for this long. It never fires while a transfer is running:
+	// a long download keeps the control connection quiet. Default 15m.
+	IdleTimeout time.Duration
+
+	// DataAcceptTimeout bounds the wait for the expected peer to connect to
+	// a data listener (the client after PASV/EPSV, the upstream after
+	// PORT/EPRT). Default 60s.
+	DataAcceptTimeout time.Duration
+
+	// DataLinger is how long a data relay waits, once the direction that
+	// carries the file has delivered its last byte and passed on the close,
+	// for the other direction to close too before it closes both. Default
+	// 5s.
+	DataLinger time.Duration
+
+	// WriteTimeout bounds every write on a control connection, so a peer
+	// that stops reading cannot stall a session forever. Default 60s.
+	WriteTimeout time.Duration
+
+	// MaxLineLength is the longest command line accepted from a client and
+	// the longest reply line accepted from the upstream, without the line
+	// ending. Default 4096.
+	MaxLineLength int
+
+	// MaxReplyLines is the largest number of lines in one upstream reply.
+	// Default 100000.
+	MaxReplyLines int
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.DialTimeout, 10*time.Second)
+	def(&c.GreetingTimeout, 30*time.Second)
+	def(&c.IdleTimeout, 15*time.Minute)
+	def(&c.DataAcceptTimeout, 60*time.Second)
+	def(&c.DataLinger, 5*time.Second)
+	def(&c.WriteTimeout, 60*time.Second)
+	if c.MaxLineLength <= 0 {
+		c.MaxLineLength = 4096
+	}
+	if c.MaxReplyLines <= 0 {
+		c.MaxReplyLines = 100000
+	}
+	return c
+}

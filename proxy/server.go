@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Server accepts FTP control connections and runs a session for each.
+type Server struct {
+	cfg Config
+
+	nextID atomic.Uint64
+	closed atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	sessWG    sync.WaitGroup
+
+	// force is closed when sessions must end now (Close, or Shutdown's
+	// deadline): each session tells its client 421 and closes.
+	force     chan struct{}
+	forceOnce sync.Once
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	return &Server{
+		cfg:       cfg.withDefaults(),
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*session]struct{}),
+		force:     make(chan struct{}),
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// ErrServerClosed then. Temporary accept errors (out of file descriptors)
+// are retried with a backoff rather than ending the loop.
+func (srv *Server) Serve(ln net.Listener) error {
+	if !srv.trackListener(ln, true) {
+		return ErrServerClosed
+	}
+	defer srv.trackListener(ln, false)
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if srv.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			srv.cfg.Logger.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			select {
+			case <-time.After(backoff):
+			case <-srv.force:
+				return ErrServerClosed
+			}
+			continue
+		}
+		backoff = 0
+		s := newSession(srv, c)
+		if !srv.trackSession(s, true) {
+			c.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer srv.trackSession(s, false)
+			s.serve()
+		}()
+	}
+}
+
+// Sessions returns the number of sessions running now.
+func (srv *Server) Sessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.sessions)
+}
+
+// Shutdown stops accepting new connections and waits for the running
+// sessions to end by themselves. When ctx is done first, the remaining
+// sessions are told 421 and closed, and Shutdown returns ctx's error once
+// they are gone.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.closeListeners()
+	done := make(chan struct{})
+	go func() {
+		srv.sessWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		srv.forceOnce.Do(func() { close(srv.force) })
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting, ends every session at once and waits for them.
+func (srv *Server) Close() error {
+	srv.closeListeners()
+	srv.forceOnce.Do(func() { close(srv.force) })
+	srv.sessWG.Wait()
+	return nil
+}
+
+func (srv *Server) closeListeners() {
+	srv.closed.Store(true)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	clear(srv.listeners)
+}
+
+func (srv *Server) trackListener(ln net.Listener, add bool) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if !add {
+		delete(srv.listeners, ln)
+		return true
+	}
+	if srv.closed.Load() {
+		return false
+	}
+	srv.listeners[ln] = struct{}{}
+	return true
+}
+
+func (srv *Server) trackSession(s *session, add bool) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if !add {
+		delete(srv.sessions, s)
+		srv.sessWG.Done()
+		return true
+	}
+	if srv.closed.Load() {
+		return false
+	}
+	srv.sessions[s] = struct{}{}
+	srv.sessWG.Add(1)
+	return true
+}
