@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/nat"
+	"github.com/ftpproxy/ftpproxy/proxy"
+)
+
+// options is the parsed command line.
+type options struct {
+	listen       []string
+	upstream     string
+	passivePorts *nat.PortPool
+	advertise    netip.Addr
+	logFormat    string
+	logLevel     zerolog.Level
+	drainTimeout time.Duration
+
+	dialTimeout, greetingTimeout, idleTimeout, dataTimeout time.Duration
+}
+
+// listFlag is a flag that may be repeated.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+const usage = `Usage:
+  ftpproxy --upstream HOST:PORT [--listen ADDR]... [options]
+  ftpproxy version
+
+Relays FTP sessions to the upstream server and rewrites PASV, EPSV, PORT and
+EPRT so that data connections work through the proxy in both modes.
+
+Options:
+`
+
+// parseFlags parses args; every bad value is refused with a message that
+// names its flag.
+func parseFlags(args []string, out io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("ftpproxy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, usage)
+		fs.PrintDefaults()
+	}
+	var (
+		listen                  listFlag
+		o                       options
+		ports, advertise, level string
+	)
+	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
+	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
+	fs.StringVar(&ports, "passive-ports", "", "passive data port range `LO-HI` (default: any free port)")
+	fs.StringVar(&advertise, "advertise", "", "IP `ADDR` announced in PASV replies (default: the address the client connected to)")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 10*time.Second, "timeout for connecting to the upstream and for data connections")
+	fs.DurationVar(&o.greetingTimeout, "greeting-timeout", 30*time.Second, "timeout for the upstream's greeting")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 15*time.Minute, "close a control connection idle this long (never during a transfer)")
+	fs.DurationVar(&o.dataTimeout, "data-accept-timeout", 60*time.Second, "timeout for the expected peer to open a data connection")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if len(listen) == 0 {
+		listen = listFlag{":21"}
+	}
+	for _, l := range listen {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return nil, fmt.Errorf("--listen %q: want host:port, e.g. :2121 or [::1]:2121", l)
+		}
+	}
+	o.listen = listen
+	if o.upstream == "" {
+		return nil, errors.New("--upstream is required: the FTP server's HOST:PORT")
+	}
+	if _, _, err := net.SplitHostPort(o.upstream); err != nil {
+		return nil, fmt.Errorf("--upstream %q: want HOST:PORT, e.g. 10.0.0.5:21", o.upstream)
+	}
+	if ports != "" {
+		lo, hi, err := nat.ParsePortRange(ports)
+		if err != nil {
+			return nil, fmt.Errorf("--passive-ports: %w", err)
+		}
+		if o.passivePorts, err = nat.NewPortPool(lo, hi); err != nil {
+			return nil, fmt.Errorf("--passive-ports: %w", err)
+		}
+	}
+	if advertise != "" {
+		a, err := netip.ParseAddr(advertise)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("--advertise %q: want an IP address", advertise)
+		}
+		o.advertise = a.Unmap()
+	}
+	switch o.logFormat {
+	case "json", "console":
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	lv, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" || lv > zerolog.ErrorLevel || lv < zerolog.DebugLevel {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	o.logLevel = lv
+	for name, d := range map[string]time.Duration{
+		"--drain-timeout": o.drainTimeout, "--dial-timeout": o.dialTimeout, "--greeting-timeout": o.greetingTimeout,
+		"--idle-timeout": o.idleTimeout, "--data-accept-timeout": o.dataTimeout,
+	} {
+		if d <= 0 {
+			return nil, fmt.Errorf("%s %v: want a positive duration such as 30s", name, d)
+		}
+	}
+	return &o, nil
+}
+
+func (o *options) proxyConfig() proxy.Config {
+	return proxy.Config{
+		Upstream:          o.upstream,
+		Advertiser:        nat.Advertiser{Static: o.advertise},
+		PassivePorts:      o.passivePorts,
+		DialTimeout:       o.dialTimeout,
+		GreetingTimeout:   o.greetingTimeout,
+		IdleTimeout:       o.idleTimeout,
+		DataAcceptTimeout: o.dataTimeout,
+	}
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func TestParseFlagsRefusesBadValues(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantFlag string // the flag the error must name
+	}{
+		{[]string{}, "--upstream"},
+		{[]string{"--upstream", "nohostport"}, "--upstream"},
+		{[]string{"--upstream", "h:21", "--listen", "2121"}, "--listen"},
+		{[]string{"--upstream", "h:21", "--passive-ports", "30000-20000"}, "--passive-ports"},
+		{[]string{"--upstream", "h:21", "--passive-ports", "0-10"}, "--passive-ports"},
+		{[]string{"--upstream", "h:21", "--advertise", "ftp.example.com"}, "--advertise"},
+		{[]string{"--upstream", "h:21", "--log-format", "xml"}, "--log-format"},
+		{[]string{"--upstream", "h:21", "--log-level", "trace"}, "--log-level"},
+		{[]string{"--upstream", "h:21", "--log-level", "panic"}, "--log-level"},
+		{[]string{"--upstream", "h:21", "--idle-timeout", "0s"}, "--idle-timeout"},
+		{[]string{"--upstream", "h:21", "stray"}, "stray"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := parseFlags(tt.args, io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.wantFlag) {
+				t.Fatalf("error %q does not name %s", err, tt.wantFlag)
+			}
+		})
+	}
+}
+
+func TestParseFlagsDefaultsAndValues(t *testing.T) {
+	o, err := parseFlags([]string{"--upstream", "10.0.0.5:21"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.listen) != 1 || o.listen[0] != ":21" || o.passivePorts != nil || o.advertise.IsValid() ||
+		o.logFormat != "json" || o.logLevel != zerolog.InfoLevel || o.drainTimeout != 30*time.Second {
+		t.Fatalf("defaults: %+v", o)
+	}
+
+	o, err = parseFlags([]string{
+		"--upstream", "[2001:db8::5]:21", "--listen", "127.0.0.1:2121", "--listen", "[::1]:2121",
+		"--passive-ports", "21000-21009", "--advertise", "203.0.113.7",
+		"--log-format", "console", "--log-level", "debug",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.listen, ",") != "127.0.0.1:2121,[::1]:2121" {
+		t.Errorf("listen = %v", o.listen)
+	}
+	if o.passivePorts.Size() != 10 {
+		t.Errorf("passive pool size = %d", o.passivePorts.Size())
+	}
+	if o.advertise != netip.MustParseAddr("203.0.113.7") || o.logLevel != zerolog.DebugLevel {
+		t.Errorf("advertise %v level %v", o.advertise, o.logLevel)
+	}
+	cfg := o.proxyConfig()
+	if cfg.Upstream != "[2001:db8::5]:21" || cfg.Advertiser.Static != o.advertise || cfg.PassivePorts != o.passivePorts {
+		t.Errorf("proxyConfig = %+v", cfg)
+	}
+}

@@ -1,0 +1,114 @@
+// Command ftpproxy relays FTP sessions to one upstream server and rewrites
+// the data-connection addresses in PASV, EPSV, PORT and EPRT, so transfers
+// work in passive and active mode through NAT and firewalls.
+//
+//	ftpproxy --listen :2121 --upstream ftp.internal:21 --passive-ports 21000-21099
+//	ftpproxy version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println("ftpproxy", versionString())
+		return
+	}
+	opts, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ftpproxy:", err)
+		os.Exit(2)
+	}
+	if err := run(opts); err != nil {
+		fmt.Fprintln(os.Stderr, "ftpproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func run(o *options) error {
+	log := newLogger(os.Stderr, o.logFormat, o.logLevel)
+	cfg := o.proxyConfig()
+	cfg.Logger = log
+	srv := proxy.New(cfg)
+
+	var lns []net.Listener
+	for _, addr := range o.listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("--listen %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		log.Info().Str("listen", ln.Addr().String()).Str("upstream", o.upstream).Str("version", versionString()).Msg("ftpproxy listening")
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("listener stopped")
+			}
+		})
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sig := <-sigs
+	log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("draining: no new sessions")
+	ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	defer cancel()
+	go func() {
+		// A second signal stops at once.
+		<-sigs
+		log.Info().Msg("second signal: closing every session now")
+		cancel()
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("drain cut short: remaining sessions were closed")
+	}
+	wg.Wait()
+	log.Info().Msg("ftpproxy stopped")
+	return nil
+}
+
+// newLogger builds the process logger; sessions derive their own from it.
+func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
