@@ -1,0 +1,48 @@
+# ftpproxy: build, test, and check against real FTP peers.
+GO      ?= go
+BIN     := bin/ftpproxy
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+FUZZTIME ?= 10s
+
+.PHONY: all build test race lint fuzz interop bench demo peers clean
+
+all: lint test build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ftpproxy
+
+# The fast in-process suite: parsers, fuzz seeds, sessions against a fake server.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Each fuzz target for FUZZTIME; new crashers land in testdata/fuzz.
+fuzz:
+	@for pkg in ./rewrite; do \
+	  for f in $$($(GO) test $$pkg -list 'Fuzz.*' | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+# Real servers (vsftpd, pure-ftpd, proftpd) and clients (curl, lftp,
+# python3 ftplib) in a network namespace where only the proxy can reach them.
+interop: peers
+	bash interop/run.sh
+
+peers:
+	bash interop/install-peers.sh
+
+bench: peers build
+	bash interop/bench.sh
+
+# Start vsftpd on 127.0.0.1:2100 behind ftpproxy on 127.0.0.1:2121.
+demo: peers build
+	bash scripts/demo.sh
+
+clean:
+	rm -rf bin
