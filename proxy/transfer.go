@@ -54,14 +54,12 @@ type transfer struct {
 
 	ctx      context.Context
 	cancel   context.CancelFunc
-	upDone   chan struct{} // the upstream's final reply has arrived
-	upOnce   sync.Once
 	relOnce  sync.Once
 	mu       sync.Mutex
 	conns    []*net.TCPConn
 	aborted  bool
-	running  bool
-	accepted bool // both data connections are up
+	accepted bool // the expected peer has connected
+	gaveUp   bool // the upstream finished before the peer connected
 
 	// Results, written by the goroutine before it reports.
 	down, up int64
@@ -76,7 +74,7 @@ type transfer struct {
 
 func (s *session) newTransfer(m mode, ln *net.TCPListener, port uint16, pooled bool) *transfer {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &transfer{s: s, mode: m, ln: ln, port: port, pooled: pooled, ctx: ctx, cancel: cancel, upDone: make(chan struct{})}
+	t := &transfer{s: s, mode: m, ln: ln, port: port, pooled: pooled, ctx: ctx, cancel: cancel}
 	s.xfers[t] = struct{}{}
 	return t
 }
@@ -90,16 +88,19 @@ func (t *transfer) claim(verb string, d direction) {
 
 // start runs the transfer's goroutine.
 func (t *transfer) start() {
-	t.mu.Lock()
-	t.running = true
-	t.mu.Unlock()
 	t.s.wg.Go(t.run)
 }
 
 // upstreamFinished tells the transfer that the upstream has sent its final
-// reply: if the data connections are not up by now, they never will be.
+// reply: if the expected peer has not connected by now, it never will, and
+// the wait ends.
 func (t *transfer) upstreamFinished() {
-	t.upOnce.Do(func() { close(t.upDone) })
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.accepted {
+		t.gaveUp = true
+		t.ln.Close()
+	}
 }
 
 // abort stops the transfer now. Connections are reset rather than closed,
@@ -126,20 +127,6 @@ func (t *transfer) release() {
 			t.s.cfg.PassivePorts.Release(t.port)
 		}
 	})
-}
-
-// track registers a connection so abort can reach it; it reports false
-// (and closes c) if the transfer was aborted meanwhile.
-func (t *transfer) track(c *net.TCPConn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.aborted {
-		c.SetLinger(0)
-		c.Close()
-		return false
-	}
-	t.conns = append(t.conns, c)
-	return true
 }
 
 var (
@@ -176,9 +163,6 @@ func (t *transfer) run() {
 		t.err = err
 		return
 	}
-	t.mu.Lock()
-	t.accepted = true
-	t.mu.Unlock()
 	client, upstream := in, out
 	if t.mode == modeActive {
 		client, upstream = out, in
@@ -191,28 +175,18 @@ func (t *transfer) run() {
 // mode. Anyone else is turned away and the wait goes on, so that a third
 // party cannot steal the transfer by connecting first.
 func (t *transfer) acceptPeer() (*net.TCPConn, error) {
-	deadline := time.Now().Add(t.s.cfg.DataAcceptTimeout)
-	t.ln.SetDeadline(deadline)
-	go func() { // an upstream that has given up ends the wait
-		select {
-		case <-t.upDone:
-			t.mu.Lock()
-			if !t.accepted {
-				t.ln.Close()
-			}
-			t.mu.Unlock()
-		case <-t.ctx.Done():
-		}
-	}()
+	t.ln.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
 	for {
 		c, err := t.ln.AcceptTCP()
 		if err != nil {
-			select {
-			case <-t.upDone:
-				return nil, errNoConnection
-			case <-t.ctx.Done():
+			t.mu.Lock()
+			gaveUp, aborted := t.gaveUp, t.aborted
+			t.mu.Unlock()
+			switch {
+			case aborted:
 				return nil, errAborted
-			default:
+			case gaveUp:
+				return nil, errNoConnection
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -233,6 +207,22 @@ func (t *transfer) acceptPeer() (*net.TCPConn, error) {
 		}
 		return c, nil
 	}
+}
+
+// track registers a connection so abort can reach it; it reports false
+// (and closes c) if the transfer was aborted meanwhile. The first
+// connection tracked is the accepted peer.
+func (t *transfer) track(c *net.TCPConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.aborted {
+		c.SetLinger(0)
+		c.Close()
+		return false
+	}
+	t.accepted = true
+	t.conns = append(t.conns, c)
+	return true
 }
 
 // dial opens the other side of the data connection.
