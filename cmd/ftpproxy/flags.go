@@ -1,12 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -21,7 +21,7 @@ type options struct {
 	listen       []string
 	upstream     string
 	passivePorts *nat.PortPool
-	advertise    netip.Addr
+	advertiser   nat.Advertiser
 	logFormat    string
 	logLevel     zerolog.Level
 	drainTimeout time.Duration
@@ -55,14 +55,14 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	var (
-		listen                  listFlag
-		o                       options
-		ports, advertise, level string
+		listen, advertise listFlag
+		o                 options
+		ports, level      string
 	)
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
 	fs.StringVar(&ports, "passive-ports", "", "passive data port range `LO-HI` (default: any free port)")
-	fs.StringVar(&advertise, "advertise", "", "IP `ADDR` announced in PASV replies (default: the address the client connected to)")
+	fs.Var(&advertise, "advertise", "`ADDR` announced in PASV replies: an IP, a host name or a go-sockaddr template; CIDR=ADDR for clients from CIDR; may be repeated (default: the address the client connected to)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
@@ -100,12 +100,14 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			return nil, fmt.Errorf("--passive-ports: %w", err)
 		}
 	}
-	if advertise != "" {
-		a, err := netip.ParseAddr(advertise)
-		if err != nil || a.Zone() != "" {
-			return nil, fmt.Errorf("--advertise %q: want an IP address", advertise)
+	if len(advertise) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		adv, err := nat.ParseAdvertiser(ctx, advertise, net.DefaultResolver)
+		if err != nil {
+			return nil, fmt.Errorf("--advertise %w", err)
 		}
-		o.advertise = a.Unmap()
+		o.advertiser = adv
 	}
 	switch o.logFormat {
 	case "json", "console":
@@ -131,7 +133,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 func (o *options) proxyConfig() proxy.Config {
 	return proxy.Config{
 		Upstream:          o.upstream,
-		Advertiser:        nat.Advertiser{Static: o.advertise},
+		Advertiser:        o.advertiser,
 		PassivePorts:      o.passivePorts,
 		DialTimeout:       o.dialTimeout,
 		GreetingTimeout:   o.greetingTimeout,

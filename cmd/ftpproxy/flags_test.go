@@ -20,7 +20,8 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{[]string{"--upstream", "h:21", "--listen", "2121"}, "--listen"},
 		{[]string{"--upstream", "h:21", "--passive-ports", "30000-20000"}, "--passive-ports"},
 		{[]string{"--upstream", "h:21", "--passive-ports", "0-10"}, "--passive-ports"},
-		{[]string{"--upstream", "h:21", "--advertise", "ftp.example.com"}, "--advertise"},
+		{[]string{"--upstream", "h:21", "--advertise", "{{ NoSuchFunc }}"}, "--advertise"},
+		{[]string{"--upstream", "h:21", "--advertise", "10.0.0.0/33=10.1.1.1"}, "--advertise"},
 		{[]string{"--upstream", "h:21", "--log-format", "xml"}, "--log-format"},
 		{[]string{"--upstream", "h:21", "--log-level", "trace"}, "--log-level"},
 		{[]string{"--upstream", "h:21", "--log-level", "panic"}, "--log-level"},
@@ -45,14 +46,14 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.listen) != 1 || o.listen[0] != ":21" || o.passivePorts != nil || o.advertise.IsValid() ||
+	if len(o.listen) != 1 || o.listen[0] != ":21" || o.passivePorts != nil || o.advertiser.Static.IsValid() ||
 		o.logFormat != "json" || o.logLevel != zerolog.InfoLevel || o.drainTimeout != 30*time.Second {
 		t.Fatalf("defaults: %+v", o)
 	}
 
 	o, err = parseFlags([]string{
 		"--upstream", "[2001:db8::5]:21", "--listen", "127.0.0.1:2121", "--listen", "[::1]:2121",
-		"--passive-ports", "21000-21009", "--advertise", "203.0.113.7",
+		"--passive-ports", "21000-21009", "--advertise", "203.0.113.7", "--advertise", "10.0.0.0/8=10.1.1.1",
 		"--log-format", "console", "--log-level", "debug",
 	}, io.Discard)
 	if err != nil {
@@ -64,11 +65,11 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 	if o.passivePorts.Size() != 10 {
 		t.Errorf("passive pool size = %d", o.passivePorts.Size())
 	}
-	if o.advertise != netip.MustParseAddr("203.0.113.7") || o.logLevel != zerolog.DebugLevel {
-		t.Errorf("advertise %v level %v", o.advertise, o.logLevel)
+	if o.advertiser.Static != netip.MustParseAddr("203.0.113.7") || len(o.advertiser.Rules) != 1 || o.logLevel != zerolog.DebugLevel {
+		t.Errorf("advertiser %+v level %v", o.advertiser, o.logLevel)
 	}
 	cfg := o.proxyConfig()
-	if cfg.Upstream != "[2001:db8::5]:21" || cfg.Advertiser.Static != o.advertise || cfg.PassivePorts != o.passivePorts {
+	if cfg.Upstream != "[2001:db8::5]:21" || cfg.Advertiser.Static != o.advertiser.Static || cfg.PassivePorts != o.passivePorts {
 		t.Errorf("proxyConfig = %+v", cfg)
 	}
 }
