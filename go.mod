@@ -2,13 +2,15 @@ module github.com/ftpproxy/ftpproxy
 
 go 1.26.0
 
-require github.com/rs/zerolog v1.35.1
+require (
+	github.com/hashicorp/go-sockaddr v1.0.7
+	github.com/rs/zerolog v1.35.1
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/hashicorp/errwrap v1.1.0 // indirect
-	github.com/hashicorp/go-sockaddr v1.0.7 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )

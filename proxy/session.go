@@ -158,11 +158,18 @@ func (s *session) serve() {
 	defer idle.Stop()
 
 	for !s.closing {
+		// While the head of the queue is a completion reply held for its
+		// data relay, the replies after it wait in the reader: each belongs
+		// to a later command and must reach the client after the held one.
+		replies := s.replies
+		if len(s.queue) > 0 && s.queue[0].complete {
+			replies = nil
+		}
 		select {
 		case ev := <-s.cmds:
 			idle.Reset(s.cfg.IdleTimeout)
 			s.onCommand(ev)
-		case ev := <-s.replies:
+		case ev := <-replies:
 			s.onReply(ev)
 			if len(s.queue) == 0 || !s.queue[0].greeting {
 				greet.Stop()
