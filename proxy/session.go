@@ -416,6 +416,11 @@ func (s *session) onReply(ev replyEvent) {
 		if !r.More {
 			s.pop()
 			s.flushLocal()
+			if p.cmd.Verb == "QUIT" && r.Code == 221 {
+				// The session is over; an upstream slow to close must not
+				// keep it open.
+				s.end("quit")
+			}
 		}
 	}
 }

@@ -1062,3 +1062,22 @@ func equalLines(a, b []string) bool {
 	}
 	return true
 }
+
+// After the upstream's 221 the session is over, even if the upstream is
+// slow to close its end: the client's control connection closes at once.
+func TestQUITEndsSessionWithoutUpstreamClose(t *testing.T) {
+	checkFDs(t)
+	release := make(chan struct{})
+	defer close(release)
+	fs := newFakeServer(t, func(f *fakeConn) {
+		f.Send("220 ready")
+		f.Expect("QUIT")
+		f.Send("221 Goodbye.")
+		<-release // keep the upstream connection open
+	})
+	e := startProxy(t, fs.addr(), proxyOpts{})
+	c := dialProxy(t, e.addr)
+	c.Expect(220)
+	c.Cmd("QUIT", 221)
+	c.ExpectEOF()
+}
