@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -21,6 +22,21 @@ type Config struct {
 	// PassivePorts, if non-nil, is the range passive data listeners are
 	// bound in. If nil, the kernel picks a free port.
 	PassivePorts *nat.PortPool
+
+	// UpstreamDataMode is how data connections to the upstream are opened:
+	// as the client does (DataModeSame, the default), always passive (the
+	// upstream never connects out), or always active.
+	UpstreamDataMode DataMode
+
+	// ActivePorts, if non-nil, is the range of the listeners the upstream
+	// connects to in active mode. If nil, the kernel picks a free port.
+	ActivePorts *nat.PortPool
+
+	// UpstreamPASVAddress makes the proxy connect to the address in the
+	// upstream's 227 reply. By default it connects to the upstream's
+	// control address with the announced port, because a server behind
+	// NAT announces an address nobody else can reach.
+	UpstreamPASVAddress bool
 
 	// Logger receives the proxy's logs; each session logs through a child
 	// of it. The zero Logger writes nothing.
@@ -84,4 +100,26 @@ func (c Config) withDefaults() Config {
 		c.MaxReplyLines = 100000
 	}
 	return c
+}
+
+// DataMode is how the proxy opens data connections to the upstream.
+type DataMode int
+
+const (
+	DataModeSame    DataMode = iota // passive if the client is, active if it is
+	DataModePassive                 // always PASV/EPSV
+	DataModeActive                  // always PORT/EPRT
+)
+
+// ParseDataMode parses "same", "passive" or "active".
+func ParseDataMode(s string) (DataMode, error) {
+	switch s {
+	case "same":
+		return DataModeSame, nil
+	case "passive":
+		return DataModePassive, nil
+	case "active":
+		return DataModeActive, nil
+	}
+	return 0, fmt.Errorf("proxy: data mode %q: want same, passive or active", s)
 }

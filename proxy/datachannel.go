@@ -12,6 +12,14 @@ import (
 	"github.com/ftpproxy/ftpproxy/rewrite"
 )
 
+// dataRequest is what a client's PASV, EPSV, PORT or EPRT asks for.
+type dataRequest struct {
+	cmd      rewrite.Command
+	passive  bool           // the client will connect to the proxy (PASV, EPSV)
+	extended bool           // RFC 2428 forms: answer EPSV with 229
+	target   netip.AddrPort // active: the client's data address
+}
+
 // cmdPASV: RFC 959 passive mode. The 227 reply can only carry an IPv4
 // address.
 func (s *session) cmdPASV(cmd rewrite.Command) {
@@ -21,7 +29,7 @@ func (s *session) cmdPASV(cmd rewrite.Command) {
 	case !s.localAP.Addr().Is4():
 		s.replyLocal(replyFor(errPASVOverIPv6))
 	default:
-		s.requestPassive(cmd, false)
+		s.prepareData(dataRequest{cmd: cmd, passive: true})
 	}
 }
 
@@ -44,7 +52,7 @@ func (s *session) cmdEPSV(cmd rewrite.Command) {
 		s.replyLocal(replyFor(rewrite.ErrSyntax))
 		return
 	}
-	s.requestPassive(cmd, true)
+	s.prepareData(dataRequest{cmd: cmd, passive: true, extended: true})
 }
 
 // familyReply is the 522 that names the family the client's control
@@ -56,115 +64,14 @@ func (s *session) familyReply() string {
 	return "522 Network protocol not supported, use (2)."
 }
 
-// requestPassive asks the upstream for a passive data port and, once it
-// has one, opens the proxy's own passive listener and tells the client
-// about that instead. The upstream is asked in its own address family:
-// EPSV over IPv6, and over IPv4 the client's choice, with PASV as the
-// fallback for an upstream that does not know EPSV.
-func (s *session) requestPassive(cmd rewrite.Command, extended bool) {
-	s.dropSetup()
-	p := &pending{cmd: cmd}
-	var ask func(epsv bool)
-	ask = func(epsv bool) {
-		if epsv {
-			s.sendUpstream("EPSV")
-		} else {
-			s.sendUpstream("PASV")
-		}
-		p.onFinal = func(r rewrite.Reply) bool {
-			if epsv && epsvRefused(r.Code) && s.upAP.Addr().Is4() {
-				s.log.Debug().Int("code", r.Code).Msg("upstream refused EPSV; asking with PASV")
-				s.upNoEPSV = true
-				ask(false)
-				return false
-			}
-			s.passiveReply(r, epsv, extended)
-			return true
-		}
-	}
-	ask(s.upAP.Addr().Is6() || (extended && !s.upNoEPSV))
-	s.queue = append(s.queue, p)
-}
-
-// passiveReply handles the upstream's answer to PASV or EPSV.
-func (s *session) passiveReply(r rewrite.Reply, sentEPSV, extended bool) {
-	var port uint16
-	var err error
-	text := strings.Join(r.Lines, " ")
-	switch {
-	case sentEPSV && r.Code == 229:
-		port, err = rewrite.ParseEPSVReply(text)
-	case !sentEPSV && r.Code == 227:
-		var ap netip.AddrPort
-		ap, err = rewrite.ParsePASVReply(text)
-		port = ap.Port()
-		if err == nil && ap.Addr() != s.upAP.Addr() {
-			// A server behind NAT often announces an address nobody else
-			// can reach; its control address is the one known to work.
-			s.log.Debug().Str("announced", ap.Addr().String()).Msg("upstream passive address differs from its control address; using the control address")
-		}
-	case r.Code == 227 || r.Code == 229:
-		err = fmt.Errorf("%w: %d in answer to %s", rewrite.ErrBadReply, r.Code, map[bool]string{true: "EPSV", false: "PASV"}[sentEPSV])
-	default:
-		s.writeClientReply(r.Lines) // the upstream said no (530, 425...): pass it on
-		return
-	}
-	if err != nil {
-		s.log.Warn().Err(err).Str("reply", clip(text)).Msg("malformed passive reply from upstream")
-		s.writeClientLine("425 Can't open data connection: the server's passive reply was malformed.")
-		return
-	}
-	t, err := s.openPassive(netip.AddrPortFrom(s.upAP.Addr(), port))
-	if err != nil {
-		if errors.Is(err, errNoPassivePort) {
-			s.log.Warn().Int("range", s.cfg.PassivePorts.Size()).Msg("passive port range exhausted")
-		} else {
-			s.log.Warn().Err(err).Msg("cannot open passive listener")
-		}
-		s.writeClientLine(replyFor(err))
-		return
-	}
-	s.setup = t
-	t.start()
-	if extended {
-		s.writeClientLine(rewrite.FormatEPSVReply(t.port))
-		return
-	}
-	line, err := rewrite.FormatPASVReply(netip.AddrPortFrom(t.advertised, t.port))
-	if err != nil { // an IPv6 advertised address for an IPv4 client: a configuration error
-		s.log.Error().Err(err).Msg("cannot advertise passive address")
-		s.dropSetup()
-		line = replyFor(err)
-	}
-	s.writeClientLine(line)
-}
-
-// openPassive opens the client-facing listener of a passive transfer whose
-// upstream end is target.
-func (s *session) openPassive(target netip.AddrPort) (*transfer, error) {
-	local := s.localAP.Addr()
-	adv := s.cfg.Advertiser.Advertise(s.clientAP.Addr(), local)
-	bind := nat.ListenAddr(adv, local)
-	ln, port, pooled, err := listenData(bind, s.cfg.PassivePorts)
-	if err != nil {
-		return nil, err
-	}
-	t := s.newTransfer(modePassive, ln, port, pooled)
-	t.advertised = adv
-	t.acceptFrom = s.clientAP.Addr()
-	t.dialTo = target
-	t.dialFrom = s.upLocal.Addr()
-	return t, nil
-}
-
 // cmdPORT and cmdEPRT: active mode. The client names its own data address;
 // the proxy accepts it only if it is the client's own address and not a
 // privileged port, so nobody can use the proxy to reach a third host (the
 // FTP bounce attack, RFC 2577 section 3).
-func (s *session) cmdPORT(cmd rewrite.Command) { s.requestActive(cmd, rewrite.ParsePORT) }
-func (s *session) cmdEPRT(cmd rewrite.Command) { s.requestActive(cmd, rewrite.ParseEPRT) }
+func (s *session) cmdPORT(cmd rewrite.Command) { s.requestActive(cmd, rewrite.ParsePORT, false) }
+func (s *session) cmdEPRT(cmd rewrite.Command) { s.requestActive(cmd, rewrite.ParseEPRT, true) }
 
-func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.AddrPort, error)) {
+func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.AddrPort, error), extended bool) {
 	if s.epsvAll {
 		s.replyLocal(replyFor(errAfterEPSVAll))
 		return
@@ -188,40 +95,193 @@ func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.A
 		s.replyLocal(replyFor(err))
 		return
 	}
+	s.prepareData(dataRequest{cmd: cmd, extended: extended, target: target})
+}
+
+// prepareData sets up the upstream's end of a data connection in the mode
+// the configuration picks, then the client's end as the client asked.
+func (s *session) prepareData(req dataRequest) {
 	s.dropSetup()
-	ln, port, _, err := listenData(s.upLocal.Addr(), nil)
+	p := &pending{cmd: req.cmd}
+	s.queue = append(s.queue, p)
+	passive := req.passive
+	switch s.cfg.UpstreamDataMode {
+	case DataModePassive:
+		passive = true
+	case DataModeActive:
+		passive = false
+	}
+	if passive {
+		// The upstream is asked in its own address family: EPSV over
+		// IPv6; over IPv4 EPSV if the client used an RFC 2428 command,
+		// with PASV as the fallback for an upstream that does not know it.
+		s.askUpstreamPassive(p, req, s.upAP.Addr().Is6() || (req.extended && !s.upNoEPSV))
+	} else {
+		s.askUpstreamActive(p, req)
+	}
+}
+
+// askUpstreamPassive sends PASV or EPSV and, once the upstream has a port,
+// completes the client's end.
+func (s *session) askUpstreamPassive(p *pending, req dataRequest, epsv bool) {
+	if epsv {
+		s.sendUpstream("EPSV")
+	} else {
+		s.sendUpstream("PASV")
+	}
+	p.onFinal = func(r rewrite.Reply) bool {
+		if epsv && epsvRefused(r.Code) && s.upAP.Addr().Is4() {
+			s.log.Debug().Int("code", r.Code).Msg("upstream refused EPSV; asking with PASV")
+			s.upNoEPSV = true
+			s.askUpstreamPassive(p, req, false)
+			return false
+		}
+		if r.Code != 227 && r.Code != 229 {
+			s.writeClientReply(r.Lines) // the upstream said no (530, 425...): pass it on
+			return true
+		}
+		target, err := s.upstreamPassiveAddr(r, epsv)
+		if err != nil {
+			s.log.Warn().Err(err).Str("reply", clip(strings.Join(r.Lines, " "))).Msg("malformed passive reply from upstream")
+			s.writeClientLine("425 Can't open data connection: the server's passive reply was malformed.")
+			return true
+		}
+		s.completeData(req, endpoint{dialTo: target, dialFrom: s.upLocal.Addr()}, nil)
+		return true
+	}
+}
+
+// upstreamPassiveAddr reads the upstream's data address from its 227 or
+// 229 reply.
+func (s *session) upstreamPassiveAddr(r rewrite.Reply, sentEPSV bool) (netip.AddrPort, error) {
+	text := strings.Join(r.Lines, " ")
+	switch {
+	case sentEPSV && r.Code == 229:
+		port, err := rewrite.ParseEPSVReply(text)
+		return netip.AddrPortFrom(s.upAP.Addr(), port), err
+	case !sentEPSV && r.Code == 227:
+		ap, err := rewrite.ParsePASVReply(text)
+		if err != nil {
+			return ap, err
+		}
+		if ap.Addr() == s.upAP.Addr() || s.cfg.UpstreamPASVAddress {
+			return ap, nil
+		}
+		// A server behind NAT often announces an address nobody else can
+		// reach; its control address is the one known to work.
+		s.log.Debug().Str("announced", ap.Addr().String()).Msg("upstream passive address differs from its control address; using the control address")
+		return netip.AddrPortFrom(s.upAP.Addr(), ap.Port()), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("%w: %d in answer to %s", rewrite.ErrBadReply, r.Code, map[bool]string{true: "EPSV", false: "PASV"}[sentEPSV])
+}
+
+// askUpstreamActive opens a listener on the proxy's upstream side, gives
+// the upstream its address with PORT or EPRT (in the upstream's family),
+// and once the upstream agrees, completes the client's end.
+func (s *session) askUpstreamActive(p *pending, req dataRequest) {
+	up, err := s.listenEndpoint(s.upLocal.Addr(), s.cfg.ActivePorts, s.upAP.Addr())
 	if err != nil {
-		s.log.Warn().Err(err).Msg("cannot open active-mode listener")
-		s.replyLocal(replyFor(err))
+		s.log.Warn().Err(err).Msg("cannot open a listener for the upstream's data connection")
+		p.local = replyFor(err)
+		s.flushLocal()
 		return
 	}
-	t := s.newTransfer(modeActive, ln, port, false)
-	t.acceptFrom = s.upAP.Addr()
-	t.dialTo = target
-	t.dialFrom = s.localAP.Addr()
-
-	// Tell the upstream the proxy's own address, in the upstream's family.
-	ap := netip.AddrPortFrom(s.upLocal.Addr(), port)
+	p.listener = &up
+	ap := netip.AddrPortFrom(s.upLocal.Addr(), up.port)
 	line := "EPRT " + rewrite.FormatEPRT(ap)
 	if ap.Addr().Is4() {
 		arg, _ := rewrite.FormatPORT(ap) // cannot fail for IPv4
 		line = "PORT " + arg
 	}
 	s.sendUpstream(line)
-	p := &pending{cmd: cmd}
 	p.onFinal = func(r rewrite.Reply) bool {
-		if r.Code/100 == 2 {
-			s.setup = t
-			t.start()
-		} else {
-			t.abort()
-			t.release()
-			delete(s.xfers, t)
+		p.listener = nil
+		if r.Code/100 != 2 {
+			up.close()
+			s.writeClientReply(r.Lines)
+			return true
 		}
-		s.writeClientReply(r.Lines)
+		s.completeData(req, up, r.Lines)
 		return true
 	}
-	s.queue = append(s.queue, p)
+}
+
+// completeData sets up the client's end once the upstream's is ready,
+// starts the transfer and answers the client. upReply is the upstream's
+// answer to a PORT/EPRT of the proxy's, relayed to a client that sent one
+// too.
+func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
+	var client endpoint
+	var advertised netip.Addr
+	if req.passive {
+		local := s.localAP.Addr()
+		advertised = s.cfg.Advertiser.Advertise(s.clientAP.Addr(), local)
+		var err error
+		client, err = s.listenEndpoint(nat.ListenAddr(advertised, local), s.cfg.PassivePorts, s.clientAP.Addr())
+		if err != nil {
+			up.close()
+			if errors.Is(err, errNoPassivePort) {
+				s.log.Warn().Int("range", s.cfg.PassivePorts.Size()).Msg("passive port range exhausted")
+			} else {
+				s.log.Warn().Err(err).Msg("cannot open passive listener")
+			}
+			s.writeClientLine(replyFor(err))
+			return
+		}
+	} else {
+		client = endpoint{dialTo: req.target, dialFrom: s.localAP.Addr()}
+	}
+
+	var line string
+	switch {
+	case !req.passive && upReply != nil:
+		s.writeClientReply(upReply)
+	case !req.passive:
+		line = "200 " + req.cmd.Verb + " command successful."
+	case req.extended:
+		line = rewrite.FormatEPSVReply(client.port)
+	default:
+		var err error
+		if line, err = rewrite.FormatPASVReply(netip.AddrPortFrom(advertised, client.port)); err != nil {
+			// The advertiser never gives an IPv4 client an IPv6 address;
+			// if it did, the client must not be left waiting.
+			s.log.Error().Err(err).Msg("cannot advertise passive address")
+			client.close()
+			up.close()
+			s.writeClientLine(replyFor(err))
+			return
+		}
+	}
+	t := s.newTransfer(client, up)
+	s.setup = t
+	t.start()
+	if line != "" {
+		s.writeClientLine(line)
+	}
+}
+
+// listenEndpoint opens a data listener on ip that accepts only from.
+func (s *session) listenEndpoint(ip netip.Addr, pool *nat.PortPool, from netip.Addr) (endpoint, error) {
+	ln, port, pooled, err := listenData(ip, pool)
+	if err != nil {
+		return endpoint{}, err
+	}
+	e := endpoint{ln: ln, port: port, acceptFrom: from}
+	if pooled {
+		e.pool = pool
+	}
+	return e, nil
+}
+
+// close releases a listening endpoint that no transfer took over.
+func (e *endpoint) close() {
+	if e.ln == nil {
+		return
+	}
+	e.ln.Close()
+	if e.pool != nil {
+		e.pool.Release(e.port)
+	}
 }
 
 // listenData opens a data listener on ip, with a port from pool if there

@@ -57,6 +57,10 @@ type pending struct {
 	// fallback).
 	onFinal func(rewrite.Reply) bool
 
+	// listener is the proxy's listener for the upstream's data connection
+	// while the upstream considers a PORT/EPRT; closed if the session ends.
+	listener *endpoint
+
 	// xfer is the data transfer a transfer command uses; its final reply is
 	// held until the data relay has delivered its last byte.
 	xfer     *transfer
@@ -207,6 +211,11 @@ func (s *session) finish() {
 		s.up.Close()
 	}
 	s.wg.Wait()
+	for _, p := range s.queue {
+		if p.listener != nil {
+			p.listener.close()
+		}
+	}
 	for t := range s.xfers {
 		t.release() // transfers whose goroutine never started
 	}
@@ -474,7 +483,8 @@ func (s *session) onTransferDone(t *transfer) {
 	} else if t.err != nil {
 		ev = s.log.Debug().Err(t.err)
 	}
-	ev.Str("mode", t.mode.String()).
+	ev.Str("mode", t.clientMode()).
+		Str("upstream_mode", t.upstreamMode()).
 		Str("cmd", t.verb).
 		Int64("down", t.down).
 		Int64("up", t.up).

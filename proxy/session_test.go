@@ -1081,3 +1081,70 @@ func TestQUITEndsSessionWithoutUpstreamClose(t *testing.T) {
 	c.Cmd("QUIT", 221)
 	c.ExpectEOF()
 }
+
+// With --upstream-data-mode, the upstream's data mode is the
+// configuration's, whatever the client uses: an active client in front of
+// a passive-only server, a passive client in front of an active-only one.
+func TestUpstreamDataModeTranslation(t *testing.T) {
+	tests := []struct {
+		name          string
+		mode          proxy.DataMode
+		clientPassive bool
+		upstreamSaw   string // the data command the upstream must receive
+	}{
+		{"active client, passive upstream", proxy.DataModePassive, false, "PASV"},
+		{"passive client, active upstream", proxy.DataModeActive, true, "PORT "},
+		{"passive client, same", proxy.DataModeSame, true, "PASV"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			file := randomBytes(t, 256<<10)
+			m := &miniFTP{files: map[string][]byte{"f": file}}
+			fs := newFakeServer(t, m.serve)
+			e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.UpstreamDataMode = tt.mode }})
+			c := dialLogin(t, e.addr)
+
+			var ln *net.TCPListener
+			var pasv netip.AddrPort
+			if tt.clientPassive {
+				pasv = c.PASV()
+				if pasv.Port() < e.lo || pasv.Port() > e.hi {
+					t.Errorf("227 port %d outside the pool %d-%d", pasv.Port(), e.lo, e.hi)
+				}
+			} else {
+				ln = listenActive(t, "tcp", "127.0.0.1:0")
+				arg, _ := rewrite.FormatPORT(ln.Addr().(*net.TCPAddr).AddrPort())
+				if r := c.Cmd("PORT "+arg, 200); !strings.Contains(r.text(), "PORT") {
+					t.Errorf("PORT reply %q", r.text())
+				}
+			}
+			rec := m.received(t, 0)
+			if last := rec[len(rec)-1]; !strings.HasPrefix(last, tt.upstreamSaw) {
+				t.Fatalf("upstream received %q, want %q", last, tt.upstreamSaw)
+			}
+
+			var dc *net.TCPConn
+			if tt.clientPassive {
+				dc = c.DialData(pasv)
+			}
+			c.Send("RETR f")
+			c.Expect(150)
+			if !tt.clientPassive {
+				dc = acceptData(t, ln)
+			}
+			got, err := readAll(dc)
+			if err != nil {
+				t.Fatalf("reading data: %v", err)
+			}
+			dc.Close()
+			c.Expect(226)
+			checkSame(t, "RETR", got, file)
+			if e.pool.InUse() != 0 {
+				t.Errorf("%d passive ports still taken", e.pool.InUse())
+			}
+			c.Cmd("QUIT", 221)
+			c.ExpectEOF()
+		})
+	}
+}

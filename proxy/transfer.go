@@ -10,21 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ftpproxy/ftpproxy/nat"
 )
-
-type mode uint8
-
-const (
-	modePassive mode = iota // the client connects to the proxy
-	modeActive              // the upstream connects to the proxy
-)
-
-func (m mode) String() string {
-	if m == modeActive {
-		return "active"
-	}
-	return "passive"
-}
 
 // direction is the way a transfer command moves its data.
 type direction int32
@@ -35,20 +23,26 @@ const (
 	dirUp                // client to upstream: STOR, STOU, APPE
 )
 
-// transfer is one data connection pair: a listener that waits for the
-// expected peer, a dial to the other side, and the relay between them. Its
+// endpoint is one side of a data connection: either a listener that waits
+// for exactly one expected peer, or an address to dial.
+type endpoint struct {
+	ln         *net.TCPListener // nil: dial
+	port       uint16           // the listener's port
+	pool       *nat.PortPool    // where port came from, if anywhere
+	acceptFrom netip.Addr       // the only peer address allowed to connect
+
+	dialTo   netip.AddrPort
+	dialFrom netip.Addr
+}
+
+func (e *endpoint) listening() bool { return e.ln != nil }
+
+// transfer is one data connection pair: the client's end and the
+// upstream's end, each accepted or dialed, and the relay between them. Its
 // goroutine reports to the session through xferDone exactly once.
 type transfer struct {
-	s    *session
-	mode mode
-
-	ln         *net.TCPListener
-	port       uint16
-	pooled     bool       // port came from the passive pool
-	advertised netip.Addr // passive: the address announced to the client
-	acceptFrom netip.Addr // the only peer address allowed to connect
-	dialTo     netip.AddrPort
-	dialFrom   netip.Addr
+	s                *session
+	client, upstream endpoint
 
 	dir atomic.Int32 // a direction, set when a command claims the transfer
 
@@ -58,8 +52,8 @@ type transfer struct {
 	mu       sync.Mutex
 	conns    []*net.TCPConn
 	aborted  bool
-	accepted bool // the expected peer has connected
-	gaveUp   bool // the upstream finished before the peer connected
+	gaveUp   bool // the upstream finished before every peer connected
+	accepted int  // connections accepted so far
 
 	// Results, written by the goroutine before it reports.
 	down, up int64
@@ -72,11 +66,23 @@ type transfer struct {
 	verb     string
 }
 
-func (s *session) newTransfer(m mode, ln *net.TCPListener, port uint16, pooled bool) *transfer {
+func (s *session) newTransfer(client, upstream endpoint) *transfer {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &transfer{s: s, mode: m, ln: ln, port: port, pooled: pooled, ctx: ctx, cancel: cancel}
+	t := &transfer{s: s, client: client, upstream: upstream, ctx: ctx, cancel: cancel}
 	s.xfers[t] = struct{}{}
 	return t
+}
+
+// clientMode and upstreamMode name each side's mode as FTP does: a side is
+// passive when the data connection is opened towards it.
+func (t *transfer) clientMode() string   { return modeName(t.client.listening()) }
+func (t *transfer) upstreamMode() string { return modeName(!t.upstream.listening()) }
+
+func modeName(passive bool) string {
+	if passive {
+		return "passive"
+	}
+	return "active"
 }
 
 // claim ties the transfer to the command that uses it.
@@ -91,15 +97,28 @@ func (t *transfer) start() {
 	t.s.wg.Go(t.run)
 }
 
+// listeners returns the listening endpoints.
+func (t *transfer) listeners() []*endpoint {
+	var eps []*endpoint
+	for _, e := range []*endpoint{&t.client, &t.upstream} {
+		if e.listening() {
+			eps = append(eps, e)
+		}
+	}
+	return eps
+}
+
 // upstreamFinished tells the transfer that the upstream has sent its final
-// reply: if the expected peer has not connected by now, it never will, and
-// the wait ends.
+// reply: a peer that has not connected by now never will, and the wait
+// ends.
 func (t *transfer) upstreamFinished() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.accepted {
+	if t.accepted < len(t.listeners()) {
 		t.gaveUp = true
-		t.ln.Close()
+		for _, e := range t.listeners() {
+			e.ln.Close()
+		}
 	}
 }
 
@@ -112,19 +131,24 @@ func (t *transfer) abort() {
 	conns := t.conns
 	t.mu.Unlock()
 	t.cancel()
-	t.ln.Close()
+	for _, e := range t.listeners() {
+		e.ln.Close()
+	}
 	for _, c := range conns {
 		c.SetLinger(0)
 		c.Close()
 	}
 }
 
-// release gives the listener and its port back. It is idempotent.
+// release closes the listeners and gives their ports back. It is
+// idempotent.
 func (t *transfer) release() {
 	t.relOnce.Do(func() {
-		t.ln.Close()
-		if t.pooled {
-			t.s.cfg.PassivePorts.Release(t.port)
+		for _, e := range t.listeners() {
+			e.ln.Close()
+			if e.pool != nil {
+				e.pool.Release(e.port)
+			}
 		}
 	})
 }
@@ -135,7 +159,10 @@ var (
 	errNoConnection  = errors.New("proxy: upstream finished before the data connection opened")
 )
 
-// run accepts the expected peer, dials the other side and relays.
+// run connects both ends and relays. Listening ends are accepted first
+// (client, then upstream: a peer that connects early waits in the
+// listener's backlog), then the dialed ends, so that the proxy dials only
+// once the peers it waits for are there.
 func (t *transfer) run() {
 	started := time.Now()
 	defer func() {
@@ -152,32 +179,37 @@ func (t *transfer) run() {
 		case <-t.s.done:
 		}
 	}()
-	in, err := t.acceptPeer()
-	if err != nil {
-		t.err = err
-		return
+	var client, upstream *net.TCPConn
+	steps := []struct {
+		e    *endpoint
+		conn **net.TCPConn
+	}{{&t.client, &client}, {&t.upstream, &upstream}}
+	for _, st := range steps {
+		if st.e.listening() {
+			if *st.conn, t.err = t.accept(st.e); t.err != nil {
+				return
+			}
+		}
 	}
-	t.release() // one data connection per transfer: the port is free again
-	out, err := t.dial()
-	if err != nil {
-		t.err = err
-		return
-	}
-	client, upstream := in, out
-	if t.mode == modeActive {
-		client, upstream = out, in
+	t.release() // one data connection per transfer: the ports are free again
+	for _, st := range steps {
+		if !st.e.listening() {
+			if *st.conn, t.err = t.dial(st.e); t.err != nil {
+				return
+			}
+		}
 	}
 	t.down, t.up, t.err = t.relay(client, upstream)
 }
 
-// acceptPeer waits for the one peer allowed to open this data connection:
-// the control connection's client in passive mode, the upstream in active
-// mode. Anyone else is turned away and the wait goes on, so that a third
-// party cannot steal the transfer by connecting first.
-func (t *transfer) acceptPeer() (*net.TCPConn, error) {
-	t.ln.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
+// accept waits for the one peer allowed to open this data connection: the
+// control connection's client on the client's end, the upstream on the
+// upstream's. Anyone else is turned away and the wait goes on, so that a
+// third party cannot steal the transfer by connecting first.
+func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
+	e.ln.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
 	for {
-		c, err := t.ln.AcceptTCP()
+		c, err := e.ln.AcceptTCP()
 		if err != nil {
 			t.mu.Lock()
 			gaveUp, aborted := t.gaveUp, t.aborted
@@ -195,14 +227,14 @@ func (t *transfer) acceptPeer() (*net.TCPConn, error) {
 			return nil, fmt.Errorf("proxy: accept data connection: %w", err)
 		}
 		from := addrPortOf(c.RemoteAddr())
-		if from.Addr() != t.acceptFrom {
-			t.s.log.Warn().Str("from", from.String()).Str("expected", t.acceptFrom.String()).
-				Uint16("port", t.port).Msg("data connection from a foreign address refused")
+		if from.Addr() != e.acceptFrom {
+			t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
+				Uint16("port", e.port).Msg("data connection from a foreign address refused")
 			c.SetLinger(0)
 			c.Close()
 			continue
 		}
-		if !t.track(c) {
+		if !t.track(c, true) {
 			return nil, errAborted
 		}
 		return c, nil
@@ -210,9 +242,8 @@ func (t *transfer) acceptPeer() (*net.TCPConn, error) {
 }
 
 // track registers a connection so abort can reach it; it reports false
-// (and closes c) if the transfer was aborted meanwhile. The first
-// connection tracked is the accepted peer.
-func (t *transfer) track(c *net.TCPConn) bool {
+// (and closes c) if the transfer was aborted meanwhile.
+func (t *transfer) track(c *net.TCPConn, accepted bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.aborted {
@@ -220,26 +251,28 @@ func (t *transfer) track(c *net.TCPConn) bool {
 		c.Close()
 		return false
 	}
-	t.accepted = true
+	if accepted {
+		t.accepted++
+	}
 	t.conns = append(t.conns, c)
 	return true
 }
 
-// dial opens the other side of the data connection.
-func (t *transfer) dial() (*net.TCPConn, error) {
+// dial opens a dialed end of the data connection.
+func (t *transfer) dial(e *endpoint) (*net.TCPConn, error) {
 	d := net.Dialer{
 		Timeout:   t.s.cfg.DialTimeout,
-		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(t.dialFrom, 0)),
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(e.dialFrom, 0)),
 	}
-	c, err := d.DialContext(t.ctx, "tcp", t.dialTo.String())
+	c, err := d.DialContext(t.ctx, "tcp", e.dialTo.String())
 	if err != nil {
 		if t.ctx.Err() != nil {
 			return nil, errAborted
 		}
-		return nil, fmt.Errorf("proxy: dial data %s: %w", t.dialTo, err)
+		return nil, fmt.Errorf("proxy: dial data %s: %w", e.dialTo, err)
 	}
 	tc := c.(*net.TCPConn)
-	if !t.track(tc) {
+	if !t.track(tc, false) {
 		return nil, errAborted
 	}
 	return tc, nil

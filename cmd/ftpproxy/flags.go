@@ -21,6 +21,9 @@ type options struct {
 	listen       []string
 	upstream     string
 	passivePorts *nat.PortPool
+	activePorts  *nat.PortPool
+	dataMode     proxy.DataMode
+	pasvAddress  string
 	advertiser   nat.Advertiser
 	logFormat    string
 	logLevel     zerolog.Level
@@ -58,11 +61,15 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		listen, advertise listFlag
 		o                 options
 		ports, level      string
+		activePorts, mode string
 	)
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
 	fs.StringVar(&ports, "passive-ports", "", "passive data port range `LO-HI` (default: any free port)")
 	fs.Var(&advertise, "advertise", "`ADDR` announced in PASV replies: an IP, a host name or a go-sockaddr template; CIDR=ADDR for clients from CIDR; may be repeated (default: the address the client connected to)")
+	fs.StringVar(&activePorts, "active-ports", "", "port range `LO-HI` of the listeners the upstream connects to in active mode (default: any free port)")
+	fs.StringVar(&mode, "upstream-data-mode", "same", "data connections to the upstream: same (as the client), passive or active")
+	fs.StringVar(&o.pasvAddress, "upstream-pasv-address", "control", "where to connect for the upstream's passive replies: control (its control address with the announced port) or reply (the address in the 227)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
@@ -100,6 +107,22 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			return nil, fmt.Errorf("--passive-ports: %w", err)
 		}
 	}
+	if activePorts != "" {
+		lo, hi, err := nat.ParsePortRange(activePorts)
+		if err != nil {
+			return nil, fmt.Errorf("--active-ports: %w", err)
+		}
+		if o.activePorts, err = nat.NewPortPool(lo, hi); err != nil {
+			return nil, fmt.Errorf("--active-ports: %w", err)
+		}
+	}
+	var err error
+	if o.dataMode, err = proxy.ParseDataMode(mode); err != nil {
+		return nil, fmt.Errorf("--upstream-data-mode %q: want same, passive or active", mode)
+	}
+	if o.pasvAddress != "control" && o.pasvAddress != "reply" {
+		return nil, fmt.Errorf("--upstream-pasv-address %q: want control or reply", o.pasvAddress)
+	}
 	if len(advertise) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -132,12 +155,15 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 
 func (o *options) proxyConfig() proxy.Config {
 	return proxy.Config{
-		Upstream:          o.upstream,
-		Advertiser:        o.advertiser,
-		PassivePorts:      o.passivePorts,
-		DialTimeout:       o.dialTimeout,
-		GreetingTimeout:   o.greetingTimeout,
-		IdleTimeout:       o.idleTimeout,
-		DataAcceptTimeout: o.dataTimeout,
+		Upstream:            o.upstream,
+		Advertiser:          o.advertiser,
+		PassivePorts:        o.passivePorts,
+		ActivePorts:         o.activePorts,
+		UpstreamDataMode:    o.dataMode,
+		UpstreamPASVAddress: o.pasvAddress == "reply",
+		DialTimeout:         o.dialTimeout,
+		GreetingTimeout:     o.greetingTimeout,
+		IdleTimeout:         o.idleTimeout,
+		DataAcceptTimeout:   o.dataTimeout,
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 func TestParseFlagsRefusesBadValues(t *testing.T) {
@@ -27,6 +29,9 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{[]string{"--upstream", "h:21", "--log-level", "panic"}, "--log-level"},
 		{[]string{"--upstream", "h:21", "--idle-timeout", "0s"}, "--idle-timeout"},
 		{[]string{"--upstream", "h:21", "stray"}, "stray"},
+		{[]string{"--upstream", "h:21", "--active-ports", "x"}, "--active-ports"},
+		{[]string{"--upstream", "h:21", "--upstream-data-mode", "both"}, "--upstream-data-mode"},
+		{[]string{"--upstream", "h:21", "--upstream-pasv-address", "yes"}, "--upstream-pasv-address"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -55,6 +60,7 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		"--upstream", "[2001:db8::5]:21", "--listen", "127.0.0.1:2121", "--listen", "[::1]:2121",
 		"--passive-ports", "21000-21009", "--advertise", "203.0.113.7", "--advertise", "10.0.0.0/8=10.1.1.1",
 		"--log-format", "console", "--log-level", "debug",
+		"--upstream-data-mode", "passive", "--active-ports", "20000-20009", "--upstream-pasv-address", "reply",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +75,9 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		t.Errorf("advertiser %+v level %v", o.advertiser, o.logLevel)
 	}
 	cfg := o.proxyConfig()
+	if cfg.UpstreamDataMode != proxy.DataModePassive || cfg.ActivePorts.Size() != 10 || !cfg.UpstreamPASVAddress {
+		t.Errorf("data options: %+v", cfg)
+	}
 	if cfg.Upstream != "[2001:db8::5]:21" || cfg.Advertiser.Static != o.advertiser.Static || cfg.PassivePorts != o.passivePorts {
 		t.Errorf("proxyConfig = %+v", cfg)
 	}
