@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -37,6 +38,21 @@ type Config struct {
 	// control address with the announced port, because a server behind
 	// NAT announces an address nobody else can reach.
 	UpstreamPASVAddress bool
+
+	// ProxyProtocolFrom lists the load balancers trusted to send a PROXY
+	// header (v1 or v2). A peer in these networks must open every
+	// connection, control or data, with one, and the address in it is the
+	// client's address everywhere: logs, the PORT/EPRT target check, the
+	// data-connection source check. A peer outside them must not send one.
+	ProxyProtocolFrom []netip.Prefix
+
+	// ProxyHeaderTimeout bounds the wait for a PROXY header. Default 5s.
+	ProxyHeaderTimeout time.Duration
+
+	// UpstreamProxyProtocol, if 1 or 2, opens every upstream control
+	// connection with a PROXY header of that version carrying the client's
+	// address. 0, the default, sends none.
+	UpstreamProxyProtocol byte
 
 	// Logger receives the proxy's logs; each session logs through a child
 	// of it. The zero Logger writes nothing.
@@ -93,6 +109,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DataAcceptTimeout, 60*time.Second)
 	def(&c.DataLinger, 5*time.Second)
 	def(&c.WriteTimeout, 60*time.Second)
+	def(&c.ProxyHeaderTimeout, 5*time.Second)
 	if c.MaxLineLength <= 0 {
 		c.MaxLineLength = 4096
 	}

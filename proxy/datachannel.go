@@ -26,7 +26,7 @@ func (s *session) cmdPASV(cmd rewrite.Command) {
 	switch {
 	case s.epsvAll:
 		s.replyLocal(replyFor(errAfterEPSVAll))
-	case !s.localAP.Addr().Is4():
+	case !s.dialedAP.Addr().Is4():
 		s.replyLocal(replyFor(errPASVOverIPv6))
 	default:
 		s.prepareData(dataRequest{cmd: cmd, passive: true})
@@ -44,7 +44,7 @@ func (s *session) cmdEPSV(cmd rewrite.Command) {
 		s.replyLocal("200 EPSV ALL command successful.")
 		return
 	case arg == "":
-	case arg == "1" && s.localAP.Addr().Is4(), arg == "2" && s.localAP.Addr().Is6():
+	case arg == "1" && s.dialedAP.Addr().Is4(), arg == "2" && s.dialedAP.Addr().Is6():
 	case arg == "1" || arg == "2":
 		s.replyLocal(s.familyReply())
 		return
@@ -58,7 +58,7 @@ func (s *session) cmdEPSV(cmd rewrite.Command) {
 // familyReply is the 522 that names the family the client's control
 // connection uses (RFC 2428 section 3).
 func (s *session) familyReply() string {
-	if s.localAP.Addr().Is4() {
+	if s.dialedAP.Addr().Is4() {
 		return "522 Network protocol not supported, use (1)."
 	}
 	return "522 Network protocol not supported, use (2)."
@@ -214,10 +214,9 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 	var client endpoint
 	var advertised netip.Addr
 	if req.passive {
-		local := s.localAP.Addr()
-		advertised = s.cfg.Advertiser.Advertise(s.clientAP.Addr(), local)
+		advertised = s.cfg.Advertiser.Advertise(s.clientAP.Addr(), s.dialedAP.Addr())
 		var err error
-		client, err = s.listenEndpoint(nat.ListenAddr(advertised, local), s.cfg.PassivePorts, s.clientAP.Addr())
+		client, err = s.listenEndpoint(nat.ListenAddr(advertised, s.localAP.Addr()), s.cfg.PassivePorts, s.clientAP.Addr())
 		if err != nil {
 			up.close()
 			if errors.Is(err, errNoPassivePort) {

@@ -77,6 +77,11 @@ func (srv *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// Accepting reports whether the server takes new sessions: true until
+// Shutdown or Close. Health checks answer by it, so that a load balancer
+// moves new sessions elsewhere while this instance drains.
+func (srv *Server) Accepting() bool { return !srv.closed.Load() }
+
 // Sessions returns the number of sessions running now.
 func (srv *Server) Sessions() int {
 	srv.mu.Lock()

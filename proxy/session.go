@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/rewrite"
 )
 
@@ -22,6 +23,7 @@ const (
 	replyIdleTimeout    = "421 Idle timeout: closing the control connection."
 	replyShuttingDown   = "421 Service not available: the proxy is shutting down."
 	replyTooManyLong    = "421 Too many overlong command lines: closing the control connection."
+	replyBadProxyHeader = "421 PROXY protocol header refused."
 	maxOverlongCommands = 3
 )
 
@@ -79,8 +81,9 @@ type session struct {
 	log     zerolog.Logger // baseLog plus the user once known
 
 	client   net.Conn
-	clientAP netip.AddrPort // the client's address
-	localAP  netip.AddrPort // the address the client dialed
+	clientAP netip.AddrPort // the client's address (from a PROXY header if there is one)
+	dialedAP netip.AddrPort // the address the client dialed (likewise)
+	localAP  netip.AddrPort // the proxy's end of the client's control connection
 	up       net.Conn
 	upAP     netip.AddrPort // the upstream's control address
 	upLocal  netip.AddrPort // the proxy's end of the upstream control connection
@@ -125,20 +128,33 @@ func newSession(srv *Server, c net.Conn) *session {
 		xfers:    make(map[*transfer]struct{}),
 		started:  time.Now(),
 	}
-	s.baseLog = srv.cfg.Logger.With().
-		Uint64("session", s.id).
-		Str("client", s.clientAP.String()).
-		Str("upstream", srv.cfg.Upstream).
-		Logger()
-	s.log = s.baseLog
+	s.dialedAP = s.localAP
+	s.setLogger(netip.AddrPort{})
 	return s
+}
+
+// setLogger builds the session's logger: one per session, with constant
+// field names, so every line can be tied to its session and client. via is
+// the load balancer the client came through, if any.
+func (s *session) setLogger(via netip.AddrPort) {
+	ctx := s.srv.cfg.Logger.With().
+		Uint64("session", s.id).
+		Str("client", s.clientAP.String())
+	if via.IsValid() {
+		ctx = ctx.Str("via", via.String())
+	}
+	s.baseLog = ctx.Str("upstream", s.cfg.Upstream).Logger()
+	s.log = s.baseLog
 }
 
 // serve runs the session to its end and releases everything it holds.
 func (s *session) serve() {
 	defer s.finish()
 	setOOBInline(s.client, s.log)
-	s.log.Info().Str("local", s.localAP.String()).Msg("session opened")
+	if nat.Contains(s.cfg.ProxyProtocolFrom, s.clientAP.Addr()) && !s.readProxyHeader() {
+		return
+	}
+	s.log.Info().Str("local", s.dialedAP.String()).Msg("session opened")
 
 	d := net.Dialer{Timeout: s.cfg.DialTimeout}
 	up, err := d.Dial("tcp", s.cfg.Upstream)
@@ -151,6 +167,14 @@ func (s *session) serve() {
 	s.up = up
 	s.upAP = addrPortOf(up.RemoteAddr())
 	s.upLocal = addrPortOf(up.LocalAddr())
+	if v := s.cfg.UpstreamProxyProtocol; v != 0 {
+		if err := writeProxyHeader(up, v, s.clientAP, s.dialedAP, time.Now().Add(s.cfg.DialTimeout)); err != nil {
+			s.log.Warn().Err(err).Msg("upstream refused the PROXY header")
+			s.endReason = "upstream unreachable"
+			s.writeClientLine(replyUpstreamDown)
+			return
+		}
+	}
 
 	s.queue = append(s.queue, &pending{greeting: true})
 	s.wg.Go(s.readCommands)
@@ -197,6 +221,25 @@ func (s *session) serve() {
 			s.abortSession("proxy shutting down", replyShuttingDown)
 		}
 	}
+}
+
+// readProxyHeader takes the client's address from the PROXY header a
+// trusted load balancer sends first. It reports false, having told the
+// peer why, if there is no valid header.
+func (s *session) readProxyHeader() bool {
+	peer := s.clientAP
+	src, dst, err := readProxyHeader(s.client, time.Now().Add(s.cfg.ProxyHeaderTimeout))
+	if err != nil {
+		s.log.Warn().Err(err).Msg("PROXY header refused")
+		s.endReason = "bad PROXY header"
+		s.writeClientLine(replyBadProxyHeader)
+		return false
+	}
+	if src.IsValid() { // not a LOCAL header: the load balancer's own check
+		s.clientAP, s.dialedAP = src, dst
+		s.setLogger(peer)
+	}
+	return true
 }
 
 // finish closes both control connections, stops every data transfer and
@@ -251,6 +294,7 @@ func (s *session) end(reason string) {
 // the session sees plain commands.
 func (s *session) readCommands() {
 	lr := rewrite.NewLineReader(s.client, s.cfg.MaxLineLength)
+	var sniff proxyHeaderSniffer
 	for {
 		line, err := lr.ReadLine()
 		var ev clientEvent
@@ -259,6 +303,8 @@ func (s *session) readCommands() {
 			ev.err = err
 		case err != nil:
 			ev.err, ev.fatal = err, true
+		case sniff.untrusted(line):
+			ev.err, ev.fatal = errUntrustedProxyHeader, true
 		default:
 			line = rewrite.StripTelnet(line)
 			if len(line) == 0 {
@@ -297,6 +343,9 @@ func (s *session) readReplies() {
 func (s *session) onCommand(ev clientEvent) {
 	if ev.err != nil {
 		switch {
+		case errors.Is(ev.err, errUntrustedProxyHeader):
+			s.log.Warn().Err(ev.err).Msg("PROXY header refused")
+			s.abortSession("untrusted PROXY header", replyBadProxyHeader)
 		case ev.fatal:
 			if errors.Is(ev.err, io.EOF) || errors.Is(ev.err, net.ErrClosed) {
 				s.log.Debug().Msg("client closed the control connection")

@@ -227,6 +227,21 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 			return nil, fmt.Errorf("proxy: accept data connection: %w", err)
 		}
 		from := addrPortOf(c.RemoteAddr())
+		if nat.Contains(t.s.cfg.ProxyProtocolFrom, from.Addr()) {
+			// A data connection forwarded by the load balancer: the
+			// client's address is in the header, and it is checked like
+			// any other.
+			src, _, err := readProxyHeader(c, time.Now().Add(t.s.cfg.ProxyHeaderTimeout))
+			if err != nil {
+				t.s.log.Warn().Err(err).Str("from", from.String()).Uint16("port", e.port).Msg("data connection with a bad PROXY header refused")
+				c.SetLinger(0)
+				c.Close()
+				continue
+			}
+			if src.IsValid() {
+				from = src
+			}
+		}
 		if from.Addr() != e.acceptFrom {
 			t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
 				Uint16("port", e.port).Msg("data connection from a foreign address refused")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ type options struct {
 	passivePorts *nat.PortPool
 	activePorts  *nat.PortPool
 	dataMode     proxy.DataMode
+	ppFrom       []netip.Prefix
+	upstreamPP   byte
+	health       string
 	pasvAddress  string
 	advertiser   nat.Advertiser
 	logFormat    string
@@ -62,6 +66,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		o                 options
 		ports, level      string
 		activePorts, mode string
+		ppFrom, upPP      string
 	)
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
@@ -70,6 +75,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&activePorts, "active-ports", "", "port range `LO-HI` of the listeners the upstream connects to in active mode (default: any free port)")
 	fs.StringVar(&mode, "upstream-data-mode", "same", "data connections to the upstream: same (as the client), passive or active")
 	fs.StringVar(&o.pasvAddress, "upstream-pasv-address", "control", "where to connect for the upstream's passive replies: control (its control address with the announced port) or reply (the address in the 227)")
+	fs.StringVar(&ppFrom, "proxy-protocol-from", "", "`CIDR[,CIDR]` of load balancers that must open every connection with a PROXY header (v1 or v2); others must not send one")
+	fs.StringVar(&upPP, "upstream-proxy-protocol", "off", "send the upstream a PROXY header with the client's address: off, v1 or v2")
+	fs.StringVar(&o.health, "health", "", "`ADDR` of an HTTP health endpoint: 200 while accepting sessions, 503 while draining")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
@@ -123,6 +131,25 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.pasvAddress != "control" && o.pasvAddress != "reply" {
 		return nil, fmt.Errorf("--upstream-pasv-address %q: want control or reply", o.pasvAddress)
 	}
+	if ppFrom != "" {
+		if o.ppFrom, err = nat.ParseCIDRs(ppFrom); err != nil {
+			return nil, fmt.Errorf("--proxy-protocol-from: %w", err)
+		}
+	}
+	switch upPP {
+	case "off":
+	case "v1":
+		o.upstreamPP = 1
+	case "v2":
+		o.upstreamPP = 2
+	default:
+		return nil, fmt.Errorf("--upstream-proxy-protocol %q: want off, v1 or v2", upPP)
+	}
+	if o.health != "" {
+		if _, _, err := net.SplitHostPort(o.health); err != nil {
+			return nil, fmt.Errorf("--health %q: want host:port, e.g. 127.0.0.1:8021", o.health)
+		}
+	}
 	if len(advertise) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -155,15 +182,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 
 func (o *options) proxyConfig() proxy.Config {
 	return proxy.Config{
-		Upstream:            o.upstream,
-		Advertiser:          o.advertiser,
-		PassivePorts:        o.passivePorts,
-		ActivePorts:         o.activePorts,
-		UpstreamDataMode:    o.dataMode,
-		UpstreamPASVAddress: o.pasvAddress == "reply",
-		DialTimeout:         o.dialTimeout,
-		GreetingTimeout:     o.greetingTimeout,
-		IdleTimeout:         o.idleTimeout,
-		DataAcceptTimeout:   o.dataTimeout,
+		Upstream:              o.upstream,
+		Advertiser:            o.advertiser,
+		PassivePorts:          o.passivePorts,
+		ActivePorts:           o.activePorts,
+		UpstreamDataMode:      o.dataMode,
+		UpstreamPASVAddress:   o.pasvAddress == "reply",
+		ProxyProtocolFrom:     o.ppFrom,
+		UpstreamProxyProtocol: o.upstreamPP,
+		DialTimeout:           o.dialTimeout,
+		GreetingTimeout:       o.greetingTimeout,
+		IdleTimeout:           o.idleTimeout,
+		DataAcceptTimeout:     o.dataTimeout,
 	}
 }

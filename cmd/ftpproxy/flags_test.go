@@ -30,6 +30,9 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{[]string{"--upstream", "h:21", "--idle-timeout", "0s"}, "--idle-timeout"},
 		{[]string{"--upstream", "h:21", "stray"}, "stray"},
 		{[]string{"--upstream", "h:21", "--active-ports", "x"}, "--active-ports"},
+		{[]string{"--upstream", "h:21", "--proxy-protocol-from", "10.0.0.0/40"}, "--proxy-protocol-from"},
+		{[]string{"--upstream", "h:21", "--upstream-proxy-protocol", "v3"}, "--upstream-proxy-protocol"},
+		{[]string{"--upstream", "h:21", "--health", "8021"}, "--health"},
 		{[]string{"--upstream", "h:21", "--upstream-data-mode", "both"}, "--upstream-data-mode"},
 		{[]string{"--upstream", "h:21", "--upstream-pasv-address", "yes"}, "--upstream-pasv-address"},
 	}
@@ -61,6 +64,7 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		"--passive-ports", "21000-21009", "--advertise", "203.0.113.7", "--advertise", "10.0.0.0/8=10.1.1.1",
 		"--log-format", "console", "--log-level", "debug",
 		"--upstream-data-mode", "passive", "--active-ports", "20000-20009", "--upstream-pasv-address", "reply",
+		"--proxy-protocol-from", "127.0.0.1,10.0.0.0/8", "--upstream-proxy-protocol", "v2", "--health", "127.0.0.1:8021",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +79,9 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		t.Errorf("advertiser %+v level %v", o.advertiser, o.logLevel)
 	}
 	cfg := o.proxyConfig()
+	if len(cfg.ProxyProtocolFrom) != 2 || cfg.UpstreamProxyProtocol != 2 || o.health != "127.0.0.1:8021" {
+		t.Errorf("PROXY protocol options: %+v", cfg)
+	}
 	if cfg.UpstreamDataMode != proxy.DataModePassive || cfg.ActivePorts.Size() != 10 || !cfg.UpstreamPASVAddress {
 		t.Errorf("data options: %+v", cfg)
 	}

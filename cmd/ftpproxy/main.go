@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -73,6 +74,21 @@ func run(o *options) error {
 			return fmt.Errorf("--listen %s: %w", addr, err)
 		}
 		lns = append(lns, ln)
+	}
+	if o.health != "" {
+		hln, err := net.Listen("tcp", o.health)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("--health %s: %w", o.health, err)
+		}
+		hs := &http.Server{Handler: healthHandler(srv), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hln)
+		// The health endpoint answers 503 through the drain, and goes
+		// when the process does.
+		defer hs.Close()
+		log.Info().Str("health", hln.Addr().String()).Msg("health endpoint listening")
 	}
 	var wg sync.WaitGroup
 	for _, ln := range lns {
