@@ -35,8 +35,8 @@ func (r Reply) Final() bool {
 // sets More when the reply goes on. A reply of more than maxLines lines in
 // all fails with ErrReplyTooLong.
 //
-// Lines are sanitised: NUL bytes and stray CR bytes inside a line are
-// removed, so a hostile server cannot inject line breaks (or C string ends)
+// Lines are sanitised: NUL bytes, stray CR bytes and Telnet commands inside
+// a line are removed, so a hostile server cannot inject line breaks (or C string ends)
 // into what the proxy relays to its client.
 type ReplyReader struct {
 	lr         *LineReader
@@ -134,14 +134,22 @@ func replyCode(line []byte) (code int, sep byte, ok bool) {
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
-// sanitize returns line as a string without NUL and CR bytes.
+// sanitize returns line as a string without NUL and CR bytes and without
+// Telnet commands (RFC 854): a hostile server must not smuggle line breaks,
+// C string ends or Telnet negotiation through the proxy to its client. A
+// 0xFF data byte (sent as IAC IAC) stays escaped as IAC IAC.
 func sanitize(line []byte) string {
-	if bytes.IndexByte(line, 0) < 0 && bytes.IndexByte(line, '\r') < 0 {
+	if bytes.IndexByte(line, 0) < 0 && bytes.IndexByte(line, '\r') < 0 && bytes.IndexByte(line, iac) < 0 {
 		return string(line)
 	}
-	clean := make([]byte, 0, len(line))
+	line = StripTelnet(line) // in place: line is the reader's, ours until the next read
+	clean := make([]byte, 0, len(line)+4)
 	for _, b := range line {
-		if b != 0 && b != '\r' {
+		switch b {
+		case 0, '\r':
+		case iac:
+			clean = append(clean, iac, iac)
+		default:
 			clean = append(clean, b)
 		}
 	}

@@ -85,6 +85,13 @@ func TestReplyReader(t *testing.T) {
 			want:  []Reply{{Code: 220, Lines: []string{"220-ab", "cd", "220 e"}}},
 		},
 		{
+			// IAC WILL ECHO and IAC IP are Telnet commands, not text; IAC
+			// IAC is a 0xFF data byte and stays escaped.
+			name:  "Telnet commands removed",
+			input: "200 a\xff\xfb\x01b\xff\xf4c\xff\xffd\r\n",
+			want:  []Reply{{Code: 200, Lines: []string{"200 abc\xff\xffd"}}},
+		},
+		{
 			name:    "malformed first line",
 			input:   "hello\r\n",
 			wantErr: ErrBadReply,
