@@ -54,6 +54,30 @@ type Config struct {
 	// address. 0, the default, sends none.
 	UpstreamProxyProtocol byte
 
+	// Allow, if not empty, lists the only client networks that may start a
+	// session; Deny lists networks that may not, and wins over Allow. Both
+	// are checked before the upstream is dialled.
+	Allow, Deny []netip.Prefix
+
+	// MaxSessions and MaxSessionsPerIP bound the sessions running at once,
+	// in all and per client address. 0 means no limit.
+	MaxSessions, MaxSessionsPerIP int
+
+	// MaxLoginFailures failed logins from one address within
+	// LoginFailureWindow ban that address for BanDuration. Defaults 10,
+	// 10m and 15m; a negative MaxLoginFailures never bans.
+	MaxLoginFailures   int
+	LoginFailureWindow time.Duration
+	BanDuration        time.Duration
+
+	// LoginTimeout closes a session that has not logged in after this
+	// long. Default 2m.
+	LoginTimeout time.Duration
+
+	// DataStallTimeout aborts a data transfer in which no byte has moved,
+	// either way, for this long. Default 5m.
+	DataStallTimeout time.Duration
+
 	// Logger receives the proxy's logs; each session logs through a child
 	// of it. The zero Logger writes nothing.
 	Logger zerolog.Logger
@@ -110,6 +134,13 @@ func (c Config) withDefaults() Config {
 	def(&c.DataLinger, 5*time.Second)
 	def(&c.WriteTimeout, 60*time.Second)
 	def(&c.ProxyHeaderTimeout, 5*time.Second)
+	def(&c.LoginFailureWindow, 10*time.Minute)
+	def(&c.BanDuration, 15*time.Minute)
+	def(&c.LoginTimeout, 2*time.Minute)
+	def(&c.DataStallTimeout, 5*time.Minute)
+	if c.MaxLoginFailures == 0 {
+		c.MaxLoginFailures = 10
+	}
 	if c.MaxLineLength <= 0 {
 		c.MaxLineLength = 4096
 	}

@@ -656,6 +656,11 @@ func dialProxy(t testing.TB, addr string) *ftpClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return newFTPClient(t, c)
+}
+
+// newFTPClient wraps an open control connection.
+func newFTPClient(t testing.TB, c net.Conn) *ftpClient {
 	return &ftpClient{t: t, c: c, br: bufio.NewReader(c)}
 }
 

@@ -15,6 +15,7 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // Server accepts FTP control connections and runs a session for each.
 type Server struct {
 	cfg Config
+	adm *admission
 
 	nextID atomic.Uint64
 	closed atomic.Bool
@@ -32,8 +33,10 @@ type Server struct {
 
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
+	cfg = cfg.withDefaults()
 	return &Server{
-		cfg:       cfg.withDefaults(),
+		cfg:       cfg,
+		adm:       newAdmission(&cfg),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 		force:     make(chan struct{}),

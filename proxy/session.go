@@ -21,6 +21,7 @@ const (
 	replyUpstreamBad    = "421 Service not available: the FTP server sent a malformed reply."
 	replyGreetTimeout   = "421 Service not available: the FTP server did not greet in time."
 	replyIdleTimeout    = "421 Idle timeout: closing the control connection."
+	replyLoginTimeout   = "421 Login timeout: closing the control connection."
 	replyShuttingDown   = "421 Service not available: the proxy is shutting down."
 	replyTooManyLong    = "421 Too many overlong command lines: closing the control connection."
 	replyBadProxyHeader = "421 PROXY protocol header refused."
@@ -105,6 +106,7 @@ type session struct {
 	upNoEPSV bool // the upstream refused EPSV: use PASV from now on
 	overlong int
 	user     string
+	loggedIn bool
 
 	started             time.Time
 	commands, transfers int
@@ -154,6 +156,14 @@ func (s *session) serve() {
 	if nat.Contains(s.cfg.ProxyProtocolFrom, s.clientAP.Addr()) && !s.readProxyHeader() {
 		return
 	}
+	release, err := s.srv.adm.admit(s.clientAP.Addr(), time.Now())
+	if err != nil {
+		s.log.Warn().Err(err).Msg("session refused")
+		s.endReason = "refused"
+		s.writeClientLine(replyFor(err))
+		return
+	}
+	defer release()
 	s.log.Info().Str("local", s.dialedAP.String()).Msg("session opened")
 
 	d := net.Dialer{Timeout: s.cfg.DialTimeout}
@@ -184,6 +194,8 @@ func (s *session) serve() {
 	defer greet.Stop()
 	idle := time.NewTimer(s.cfg.IdleTimeout)
 	defer idle.Stop()
+	login := time.NewTimer(s.cfg.LoginTimeout)
+	defer login.Stop()
 
 	for !s.closing {
 		// While the head of the queue is a completion reply held for its
@@ -209,6 +221,11 @@ func (s *session) serve() {
 			if len(s.queue) > 0 && s.queue[0].greeting {
 				s.log.Warn().Dur("timeout", s.cfg.GreetingTimeout).Msg("upstream sent no greeting")
 				s.abortSession("greeting timeout", replyGreetTimeout)
+			}
+		case <-login.C:
+			if !s.loggedIn {
+				s.log.Info().Dur("timeout", s.cfg.LoginTimeout).Msg("no login in time")
+				s.abortSession("login timeout", replyLoginTimeout)
 			}
 		case <-idle.C:
 			if s.busy > 0 {
@@ -474,12 +491,31 @@ func (s *session) onReply(ev replyEvent) {
 		if !r.More {
 			s.pop()
 			s.flushLocal()
-			if p.cmd.Verb == "QUIT" && r.Code == 221 {
-				// The session is over; an upstream slow to close must not
-				// keep it open.
-				s.end("quit")
-			}
+			s.afterReply(p.cmd.Verb, r.Code)
 		}
+	}
+}
+
+// afterReply follows the session's state on the final replies that change
+// it: login (230), failed login (530 to PASS), QUIT (221).
+func (s *session) afterReply(verb string, code int) {
+	switch {
+	case code == 230 && (verb == "PASS" || verb == "USER"):
+		if !s.loggedIn {
+			s.loggedIn = true
+			s.log.Info().Msg("logged in")
+		}
+	case verb == "PASS" && code == 530:
+		if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
+			s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
+			s.abortSession("banned", replyFor(errBanned))
+			return
+		}
+		s.log.Info().Msg("login failed")
+	case verb == "QUIT" && code == 221:
+		// The session is over; an upstream slow to close must not keep it
+		// open.
+		s.end("quit")
 	}
 }
 

@@ -157,6 +157,7 @@ var (
 	errAborted       = errors.New("proxy: transfer aborted")
 	errAcceptTimeout = errors.New("proxy: no data connection in time")
 	errNoConnection  = errors.New("proxy: upstream finished before the data connection opened")
+	errStalled       = errors.New("proxy: data transfer stalled")
 )
 
 // run connects both ends and relays. Listening ends are accepted first
@@ -316,6 +317,22 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 		client.Close()
 		upstream.Close()
 	}
+	var stalled atomic.Bool
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		t.watchStall(client, upstream, stop, func() {
+			stalled.Store(true)
+			closeBoth()
+		})
+	})
+	defer func() {
+		close(stop)
+		watch.Wait()
+		if stalled.Load() {
+			err = fmt.Errorf("%w: no byte moved for %v", errStalled, t.s.cfg.DataStallTimeout)
+		}
+	}()
 	var linger *time.Timer
 	for range 2 {
 		r := <-results
@@ -350,6 +367,41 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 		err = errAborted
 	}
 	return down, up, err
+}
+
+// watchStall calls stalled once if neither connection moves a byte for
+// DataStallTimeout, until stop is closed.
+func (t *transfer) watchStall(a, b *net.TCPConn, stop <-chan struct{}, stalled func()) {
+	timeout := t.s.cfg.DataStallTimeout
+	progress := func() (uint64, bool) {
+		pa, ok := tcpProgress(a)
+		pb, okb := tcpProgress(b)
+		return pa + pb, ok && okb
+	}
+	last, ok := progress()
+	if !ok {
+		return
+	}
+	tick := time.NewTicker(max(timeout/8, 50*time.Millisecond))
+	defer tick.Stop()
+	since := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			p, _ := progress()
+			if p != last {
+				last, since = p, now
+				continue
+			}
+			if now.Sub(since) >= timeout {
+				t.s.log.Warn().Dur("timeout", timeout).Msg("data transfer stalled")
+				stalled()
+				return
+			}
+		}
+	}
 }
 
 // pump copies src to dst and passes EOF on as a half-close.

@@ -27,11 +27,15 @@ type options struct {
 	ppFrom       []netip.Prefix
 	upstreamPP   byte
 	health       string
-	pasvAddress  string
-	advertiser   nat.Advertiser
-	logFormat    string
-	logLevel     zerolog.Level
-	drainTimeout time.Duration
+	allow, deny  []netip.Prefix
+
+	maxSessions, maxPerIP, maxLine, maxFailures     int
+	failWindow, banTime, loginTimeout, stallTimeout time.Duration
+	pasvAddress                                     string
+	advertiser                                      nat.Advertiser
+	logFormat                                       string
+	logLevel                                        zerolog.Level
+	drainTimeout                                    time.Duration
 
 	dialTimeout, greetingTimeout, idleTimeout, dataTimeout time.Duration
 }
@@ -67,6 +71,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		ports, level      string
 		activePorts, mode string
 		ppFrom, upPP      string
+		allow, deny       string
 	)
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
@@ -78,6 +83,16 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&ppFrom, "proxy-protocol-from", "", "`CIDR[,CIDR]` of load balancers that must open every connection with a PROXY header (v1 or v2); others must not send one")
 	fs.StringVar(&upPP, "upstream-proxy-protocol", "off", "send the upstream a PROXY header with the client's address: off, v1 or v2")
 	fs.StringVar(&o.health, "health", "", "`ADDR` of an HTTP health endpoint: 200 while accepting sessions, 503 while draining")
+	fs.StringVar(&allow, "allow", "", "only clients in `CIDR[,CIDR]` may connect (default: everyone)")
+	fs.StringVar(&deny, "deny", "", "clients in `CIDR[,CIDR]` are refused; wins over --allow")
+	fs.IntVar(&o.maxSessions, "max-sessions", 0, "most sessions at once, 0 for no limit")
+	fs.IntVar(&o.maxPerIP, "max-sessions-per-ip", 0, "most sessions at once from one client address, 0 for no limit")
+	fs.IntVar(&o.maxLine, "max-line-length", 4096, "longest command line accepted; a longer one gets 500, and the third closes the session")
+	fs.IntVar(&o.maxFailures, "max-login-failures", 10, "failed logins from one address within --login-failure-window that ban it for --ban-time; 0 never bans")
+	fs.DurationVar(&o.failWindow, "login-failure-window", 10*time.Minute, "the window failed logins are counted over")
+	fs.DurationVar(&o.banTime, "ban-time", 15*time.Minute, "how long a banned address is refused")
+	fs.DurationVar(&o.loginTimeout, "login-timeout", 2*time.Minute, "close a session not logged in after this long")
+	fs.DurationVar(&o.stallTimeout, "data-stall-timeout", 5*time.Minute, "abort a transfer in which no byte moved for this long")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
@@ -150,6 +165,28 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			return nil, fmt.Errorf("--health %q: want host:port, e.g. 127.0.0.1:8021", o.health)
 		}
 	}
+	for _, l := range []struct {
+		flag, value string
+		nets        *[]netip.Prefix
+	}{{"--allow", allow, &o.allow}, {"--deny", deny, &o.deny}} {
+		if l.value == "" {
+			continue
+		}
+		if *l.nets, err = nat.ParseCIDRs(l.value); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.flag, err)
+		}
+	}
+	for _, n := range []struct {
+		flag  string
+		value int
+	}{{"--max-sessions", o.maxSessions}, {"--max-sessions-per-ip", o.maxPerIP}, {"--max-login-failures", o.maxFailures}} {
+		if n.value < 0 {
+			return nil, fmt.Errorf("%s %d: want 0 or more", n.flag, n.value)
+		}
+	}
+	if o.maxLine < 512 {
+		return nil, fmt.Errorf("--max-line-length %d: want at least 512 (RFC 959 pathnames need room)", o.maxLine)
+	}
 	if len(advertise) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -172,6 +209,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	for name, d := range map[string]time.Duration{
 		"--drain-timeout": o.drainTimeout, "--dial-timeout": o.dialTimeout, "--greeting-timeout": o.greetingTimeout,
 		"--idle-timeout": o.idleTimeout, "--data-accept-timeout": o.dataTimeout,
+		"--login-failure-window": o.failWindow, "--ban-time": o.banTime, "--login-timeout": o.loginTimeout,
+		"--data-stall-timeout": o.stallTimeout,
 	} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s %v: want a positive duration such as 30s", name, d)
@@ -181,6 +220,10 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 }
 
 func (o *options) proxyConfig() proxy.Config {
+	failures := o.maxFailures
+	if failures == 0 {
+		failures = -1 // Config's "never"
+	}
 	return proxy.Config{
 		Upstream:              o.upstream,
 		Advertiser:            o.advertiser,
@@ -189,6 +232,16 @@ func (o *options) proxyConfig() proxy.Config {
 		UpstreamDataMode:      o.dataMode,
 		UpstreamPASVAddress:   o.pasvAddress == "reply",
 		ProxyProtocolFrom:     o.ppFrom,
+		Allow:                 o.allow,
+		Deny:                  o.deny,
+		MaxSessions:           o.maxSessions,
+		MaxSessionsPerIP:      o.maxPerIP,
+		MaxLineLength:         o.maxLine,
+		MaxLoginFailures:      failures,
+		LoginFailureWindow:    o.failWindow,
+		BanDuration:           o.banTime,
+		LoginTimeout:          o.loginTimeout,
+		DataStallTimeout:      o.stallTimeout,
 		UpstreamProxyProtocol: o.upstreamPP,
 		DialTimeout:           o.dialTimeout,
 		GreetingTimeout:       o.greetingTimeout,

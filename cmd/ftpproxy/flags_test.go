@@ -33,6 +33,11 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{[]string{"--upstream", "h:21", "--proxy-protocol-from", "10.0.0.0/40"}, "--proxy-protocol-from"},
 		{[]string{"--upstream", "h:21", "--upstream-proxy-protocol", "v3"}, "--upstream-proxy-protocol"},
 		{[]string{"--upstream", "h:21", "--health", "8021"}, "--health"},
+		{[]string{"--upstream", "h:21", "--allow", "10.0.0.0/8,x"}, "--allow"},
+		{[]string{"--upstream", "h:21", "--deny", "::/129"}, "--deny"},
+		{[]string{"--upstream", "h:21", "--max-sessions", "-1"}, "--max-sessions"},
+		{[]string{"--upstream", "h:21", "--max-line-length", "100"}, "--max-line-length"},
+		{[]string{"--upstream", "h:21", "--ban-time", "-1m"}, "--ban-time"},
 		{[]string{"--upstream", "h:21", "--upstream-data-mode", "both"}, "--upstream-data-mode"},
 		{[]string{"--upstream", "h:21", "--upstream-pasv-address", "yes"}, "--upstream-pasv-address"},
 	}
@@ -65,6 +70,8 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		"--log-format", "console", "--log-level", "debug",
 		"--upstream-data-mode", "passive", "--active-ports", "20000-20009", "--upstream-pasv-address", "reply",
 		"--proxy-protocol-from", "127.0.0.1,10.0.0.0/8", "--upstream-proxy-protocol", "v2", "--health", "127.0.0.1:8021",
+		"--allow", "10.0.0.0/8", "--deny", "10.9.0.0/16", "--max-sessions", "100", "--max-sessions-per-ip", "5",
+		"--max-login-failures", "0", "--data-stall-timeout", "1m",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +86,10 @@ func TestParseFlagsDefaultsAndValues(t *testing.T) {
 		t.Errorf("advertiser %+v level %v", o.advertiser, o.logLevel)
 	}
 	cfg := o.proxyConfig()
+	if len(cfg.Allow) != 1 || len(cfg.Deny) != 1 || cfg.MaxSessions != 100 || cfg.MaxSessionsPerIP != 5 ||
+		cfg.MaxLoginFailures >= 0 || cfg.DataStallTimeout != time.Minute || cfg.MaxLineLength != 4096 {
+		t.Errorf("limits: %+v", cfg)
+	}
 	if len(cfg.ProxyProtocolFrom) != 2 || cfg.UpstreamProxyProtocol != 2 || o.health != "127.0.0.1:8021" {
 		t.Errorf("PROXY protocol options: %+v", cfg)
 	}
