@@ -52,8 +52,9 @@ type transfer struct {
 	mu       sync.Mutex
 	conns    []*net.TCPConn
 	aborted  bool
-	gaveUp   bool // the upstream finished before every peer connected
-	accepted int  // connections accepted so far
+	gaveUp   bool      // the upstream finished before every peer connected
+	graceEnd time.Time // then: when the wait for them ends
+	accepted int       // connections accepted so far
 
 	// Results, written by the goroutine before it reports.
 	down, up int64
@@ -108,16 +109,24 @@ func (t *transfer) listeners() []*endpoint {
 	return eps
 }
 
-// upstreamFinished tells the transfer that the upstream has sent its final
-// reply: a peer that has not connected by now never will, and the wait
-// ends.
+// finishGrace is how long a transfer still waits for a data connection
+// once the upstream has reported success. A server in active mode may
+// connect, send a short listing, close and reply 226 before the proxy's
+// accept has returned: that connection is already in the listener's
+// backlog and must not be dropped.
+const finishGrace = 2 * time.Second
+
+// upstreamFinished tells the transfer that the upstream has reported
+// success: a peer that has not connected by now will not, and after
+// finishGrace the wait ends. (A failure reply aborts the transfer instead.)
 func (t *transfer) upstreamFinished() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.accepted < len(t.listeners()) {
+	if t.accepted < len(t.listeners()) && !t.gaveUp {
 		t.gaveUp = true
+		t.graceEnd = time.Now().Add(finishGrace)
 		for _, e := range t.listeners() {
-			e.ln.Close()
+			e.ln.SetDeadline(t.graceEnd)
 		}
 	}
 }
@@ -208,21 +217,27 @@ func (t *transfer) run() {
 // upstream's. Anyone else is turned away and the wait goes on, so that a
 // third party cannot steal the transfer by connecting first.
 func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
-	e.ln.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
+	deadline := time.Now().Add(t.s.cfg.DataAcceptTimeout)
+	t.mu.Lock()
+	if t.gaveUp && t.graceEnd.Before(deadline) {
+		deadline = t.graceEnd
+	}
+	e.ln.SetDeadline(deadline)
+	t.mu.Unlock()
 	for {
 		c, err := e.ln.AcceptTCP()
 		if err != nil {
 			t.mu.Lock()
 			gaveUp, aborted := t.gaveUp, t.aborted
 			t.mu.Unlock()
+			var ne net.Error
+			timeout := errors.As(err, &ne) && ne.Timeout()
 			switch {
 			case aborted:
 				return nil, errAborted
-			case gaveUp:
+			case gaveUp && timeout:
 				return nil, errNoConnection
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			case timeout:
 				return nil, errAcceptTimeout
 			}
 			return nil, fmt.Errorf("proxy: accept data connection: %w", err)
