@@ -1,0 +1,9 @@
+// Package interop holds the interoperability suite of ftpproxy: real FTP
+// servers (vsftpd, pure-ftpd, proftpd) and real FTP clients (curl, lftp,
+// Python's ftplib) talking through the proxy, in every data-connection mode.
+//
+// The tests carry the build tag "interop" and need the peers that
+// install-peers.sh installs and unpacks. run.sh builds everything and runs
+// the suite inside a network namespace whose firewall rules make any data
+// connection that bypasses the proxy fail; see README.md.
+package interop
