@@ -20,7 +20,9 @@ var replyTable = []struct {
 	{rewrite.ErrSyntax, "501 Syntax error in parameters or arguments."},
 	{rewrite.ErrAddress, "501 Syntax error in parameters or arguments: bad address."},
 	{rewrite.ErrPort, "501 Syntax error in parameters or arguments: bad port."},
-	{errNotOwnAddress, "501 Data connections may only go to your own address."},
+	// The usual cause is a client behind NAT announcing its private
+	// address: passive mode is the fix every FTP guide gives.
+	{errNotOwnAddress, "501 Active mode refused: the address in your command is not the one you connect from (NAT?); use passive mode."},
 	{errPrivilegedPort, "501 Data connections to ports below 1024 are refused."},
 	{errAfterEPSVAll, "503 Bad sequence of commands: only EPSV is allowed after EPSV ALL."},
 	{errPASVOverIPv6, "522 PASV is not possible over IPv6, use EPSV (2)."},

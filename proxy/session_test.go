@@ -339,11 +339,11 @@ func TestActiveMode(t *testing.T) {
 }
 
 func TestDataAddressRefused(t *testing.T) {
-	tests := []struct{ name, cmd string }{
-		{"PORT to another host", "PORT 10,1,2,3,19,136"},
-		{"PORT to a privileged port", "PORT 127,0,0,1,0,21"},
-		{"EPRT to another host", "EPRT |1|10.1.2.3|5000|"},
-		{"EPRT to a privileged port", "EPRT |1|127.0.0.1|80|"},
+	tests := []struct{ name, cmd, says string }{
+		{"PORT to another host", "PORT 10,1,2,3,19,136", "use passive mode"},
+		{"PORT to a privileged port", "PORT 127,0,0,1,0,21", "below 1024"},
+		{"EPRT to another host", "EPRT |1|10.1.2.3|5000|", "use passive mode"},
+		{"EPRT to a privileged port", "EPRT |1|127.0.0.1|80|", "below 1024"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,7 +352,9 @@ func TestDataAddressRefused(t *testing.T) {
 			fs := newFakeServer(t, m.serve)
 			e := startProxy(t, fs.addr(), proxyOpts{})
 			c := dialLogin(t, e.addr)
-			c.Cmd(tt.cmd, 501)
+			if r := c.Cmd(tt.cmd, 501); !strings.Contains(r.text(), tt.says) {
+				t.Errorf("refusal %q does not say %q", r.text(), tt.says)
+			}
 			e.logs.waitFor(t, `"level":"warn"`, "data address refused", strings.Fields(tt.cmd)[0])
 			if r := c.Cmd("NOOP", 200); r.lines[0] != "200 NOOP ok." {
 				t.Errorf("NOOP: got %q, want the fake's reply", r.lines[0])
