@@ -4,21 +4,28 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 // healthHandler answers load balancer checks: 200 while the proxy accepts
 // sessions, 503 once it drains, so new sessions go to another instance
-// while the running ones finish here.
-func healthHandler(srv *proxy.Server) http.Handler {
+// while the running ones finish here. The body says how busy it is, with
+// the passive ports in use if there is a range (a range that never comes
+// back to 0 when idle would be a leak).
+func healthHandler(srv *proxy.Server, pool *nat.PortPool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		state := "ok"
 		if !srv.Accepting() {
+			state = "draining"
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "draining, %d sessions\n", srv.Sessions())
-			return
 		}
-		fmt.Fprintf(w, "ok, %d sessions\n", srv.Sessions())
+		fmt.Fprintf(w, "%s, %d sessions", state, srv.Sessions())
+		if pool != nil {
+			fmt.Fprintf(w, ", %d/%d passive ports in use", pool.InUse(), pool.Size())
+		}
+		fmt.Fprintln(w)
 	})
 }

@@ -7,18 +7,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 func TestHealthHandler(t *testing.T) {
-	srv := proxy.New(proxy.Config{Upstream: "127.0.0.1:1"})
-	h := healthHandler(srv)
+	pool, _ := nat.NewPortPool(21000, 21003)
+	srv := proxy.New(proxy.Config{Upstream: "127.0.0.1:1", PassivePorts: pool})
+	h := healthHandler(srv, pool)
 	get := func() (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 		return rec.Code, rec.Body.String()
 	}
-	if code, body := get(); code != http.StatusOK || !strings.HasPrefix(body, "ok") {
+	pool.Acquire()
+	if code, body := get(); code != http.StatusOK || body != "ok, 0 sessions, 1/4 passive ports in use\n" {
 		t.Fatalf("while accepting: %d %q", code, body)
 	}
 	if err := srv.Shutdown(context.Background()); err != nil {

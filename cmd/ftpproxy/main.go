@@ -83,7 +83,7 @@ func run(o *options) error {
 			}
 			return fmt.Errorf("--health %s: %w", o.health, err)
 		}
-		hs := &http.Server{Handler: healthHandler(srv), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: healthHandler(srv, o.passivePorts), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		// The health endpoint answers 503 through the drain, and goes
 		// when the process does.
