@@ -5,5 +5,7 @@
 // The tests carry the build tag "interop" and need the peers that
 // install-peers.sh installs and unpacks. run.sh builds everything and runs
 // the suite inside a network namespace whose firewall rules make any data
-// connection that bypasses the proxy fail; see README.md.
+// connection that bypasses the proxy fail; see README.md. The servers,
+// the proxy launcher and the client drivers live in the package peers
+// (interop/peers), which other suites import too.
 package interop

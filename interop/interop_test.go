@@ -3,27 +3,22 @@
 package interop
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpproxy/ftpproxy/interop/peers"
 )
 
 var (
@@ -91,143 +86,10 @@ func (g *group) flush() {
 	g.lines = nil
 }
 
-// testFile is a local file with known content.
+// testFile is a local test file and the case name suffix it goes by.
 type testFile struct {
+	peers.File
 	label string // case name suffix, e.g. 64MiB
-	name  string // file name, locally and on the server
-	path  string
-	size  int64
-	sum   string
-}
-
-func writeRandom(path string, size int64, seed uint64) (testFile, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return testFile{}, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	r := rand.New(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 'i', 'n', 't', 'e', 'r', 'o', 'p'}))
-	buf := make([]byte, 1<<20)
-	for left := size; left > 0; {
-		n := min(left, int64(len(buf)))
-		for i := 0; i < int(n); i += 8 {
-			v := r.Uint64()
-			for j := 0; j < 8 && i+j < int(n); j++ {
-				buf[i+j] = byte(v >> (8 * j))
-			}
-		}
-		if _, err := f.Write(buf[:n]); err != nil {
-			return testFile{}, err
-		}
-		h.Write(buf[:n])
-		left -= n
-	}
-	return testFile{name: filepath.Base(path), path: path, size: size, sum: hex.EncodeToString(h.Sum(nil))}, f.Close()
-}
-
-func fileSum(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil)), n, err
-}
-
-// sameContent checks a file against the expected size and sha256.
-func sameContent(path string, size int64, sum string) error {
-	got, n, err := fileSum(path)
-	if err != nil {
-		return err
-	}
-	if n != size || got != sum {
-		return fmt.Errorf("%s: %d bytes sha256 %s, want %d bytes sha256 %s", path, n, got[:16], size, sum[:16])
-	}
-	return nil
-}
-
-func sumBytes(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
-
-// proxy is a running ftpproxy.
-type proxy struct {
-	cmd     *exec.Cmd
-	logPath string
-	waitErr chan error
-}
-
-func startProxy(ctx context.Context, bin, listen, upstream, ports, logPath string) (*proxy, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "--listen", listen, "--upstream", upstream, "--passive-ports", ports,
-		"--log-format", "json", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &proxy{cmd: cmd, logPath: logPath, waitErr: make(chan error, 1)}
-	go func() { p.waitErr <- cmd.Wait(); logf.Close() }()
-	if err := waitGreeting(ctx, listen, 10*time.Second, p.waitErr); err != nil {
-		p.stop()
-		out, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("ftpproxy did not come up on %s: %v\n%s", listen, err, tail(string(out), 2000))
-	}
-	return p, nil
-}
-
-// stop sends SIGTERM and waits up to 40 s (the proxy drains sessions for
-// up to 30 s by default), then kills it.
-func (p *proxy) stop() error {
-	if p.cmd == nil {
-		return nil
-	}
-	pid := p.cmd.Process.Pid
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-p.waitErr:
-	case <-time.After(40 * time.Second):
-		syscall.Kill(pid, syscall.SIGKILL)
-		<-p.waitErr
-		err = fmt.Errorf("ftpproxy did not exit within 40 s of SIGTERM")
-	}
-	p.cmd = nil
-	return err
-}
-
-// proxyTransfers reads the proxy's JSON log and returns the "down" and "up"
-// byte counts of its "transfer" lines.
-func proxyTransfers(logPath string) (downs, ups []int64, err error) {
-	f, err := os.Open(logPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev struct {
-			Message string `json:"message"`
-			Down    *int64 `json:"down"`
-			Up      *int64 `json:"up"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Message != "transfer" {
-			continue
-		}
-		if ev.Down != nil {
-			downs = append(downs, *ev.Down)
-		}
-		if ev.Up != nil {
-			ups = append(ups, *ev.Up)
-		}
-	}
-	return downs, ups, sc.Err()
 }
 
 func count(v []int64, want int64) int {
@@ -265,10 +127,10 @@ func TestInterop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 24*time.Minute)
 	defer cancel()
 
-	peers := absPath(*flagPeers)
+	peersDir := absPath(*flagPeers)
 	script := absPath(*flagScript)
 	proxyBin := absPath(*flagProxyBin)
-	for _, p := range []string{peers, script} {
+	for _, p := range []string{peersDir, script} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%v (run interop/install-peers.sh first)", err)
 		}
@@ -313,23 +175,22 @@ func TestInterop(t *testing.T) {
 	}{{"0B", 0}, {"1B", 1}, {"1MiB", 1 << 20}, {fmt.Sprintf("%dMiB", *flagBigMiB), big}}
 	var files []testFile
 	for i, s := range specs {
-		f, err := writeRandom(filepath.Join(local, "f-"+s.label+".bin"), s.size, uint64(i+1))
+		f, err := peers.WriteRandom(filepath.Join(local, "f-"+s.label+".bin"), s.size, uint64(i+1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.label = s.label
-		files = append(files, f)
+		files = append(files, testFile{File: f, label: s.label})
 	}
-	chunk, err := writeRandom(filepath.Join(local, "chunk.bin"), 100_000, 99)
+	chunkFile, err := peers.WriteRandom(filepath.Join(local, "chunk.bin"), 100_000, 99)
 	if err != nil {
 		t.Fatal(err)
 	}
+	chunk := testFile{File: chunkFile}
 	f1M := files[2]
 
-	clients := map[string]ftpClient{
-		"curl":   curlClient{},
-		"lftp":   lftpClient{},
-		"ftplib": ftplibClient{script: script},
+	clients := map[string]peers.Client{}
+	for _, c := range peers.Clients(script) {
+		clients[c.Name()] = c
 	}
 	mode := "proxy"
 	if *flagDirect {
@@ -338,41 +199,42 @@ func TestInterop(t *testing.T) {
 	fmt.Printf("interop: mode %s, servers %s, clients %s, large file %d MiB, work %s\n", mode, *flagServers, *flagClients, *flagBigMiB, work)
 
 	for _, sname := range splitList(*flagServers) {
-		var kind serverKind
-		for _, k := range serverKinds {
-			if k.name == sname {
-				kind = k
-			}
-		}
-		if kind.name == "" {
+		kind, ok := peers.KindByName(sname)
+		if !ok {
 			t.Fatalf("unknown server %q", sname)
 		}
-		top := &group{tl: tl, label: kind.name}
-		var srv *server
+		top := &group{tl: tl, label: kind.Name}
+		var srv *peers.Server
 		if !top.run("start", func() error {
 			var err error
-			srv, err = startServer(ctx, kind, peers, work, serverHost, serverPort)
+			srv, err = peers.StartServer(ctx, kind, peersDir, work, serverHost, serverPort)
 			return err
 		}) {
 			top.flush()
 			continue
 		}
 		if *flagIsolated {
-			top.run("isolation", func() error { return checkIsolation(ctx, srv.addr(), *flagClientIP) })
+			top.run("isolation", func() error { return checkIsolation(ctx, srv.Addr(), *flagClientIP) })
 		}
 		tgtHost, tgtPort := serverHost, serverPort
-		var px *proxy
+		var px *peers.Proxy
 		if !*flagDirect {
 			ph, pp, _ := net.SplitHostPort(*flagProxyAddr)
 			tgtHost = ph
 			tgtPort, _ = strconv.Atoi(pp)
 			if !top.run("proxy-start", func() error {
 				var err error
-				px, err = startProxy(ctx, proxyBin, *flagProxyAddr, srv.addr(), *flagPorts, filepath.Join(srv.dir, "ftpproxy.log"))
+				px, err = peers.StartProxy(ctx, peers.ProxyConfig{
+					Bin:          proxyBin,
+					Listen:       *flagProxyAddr,
+					Upstream:     srv.Addr(),
+					PassivePorts: *flagPorts,
+					LogPath:      filepath.Join(srv.Dir, "ftpproxy.log"),
+				})
 				return err
 			}) {
 				top.flush()
-				srv.stop()
+				srv.Stop()
 				continue
 			}
 		}
@@ -400,19 +262,19 @@ func TestInterop(t *testing.T) {
 			if !ok {
 				t.Fatalf("unknown client %q", cname)
 			}
-			for _, m := range cl.modes() {
+			for _, m := range cl.Modes() {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					sem <- struct{}{}
 					defer func() { <-sem }()
-					tg := target{host: tgtHost, port: tgtPort, src: *flagClientIP, mode: m}
-					g := &group{tl: tl, label: kind.name + "/" + cl.name() + "/" + m}
+					tg := peers.Target{Host: tgtHost, Port: tgtPort, User: peers.User, Password: peers.Password, Source: *flagClientIP, Mode: m}
+					g := &group{tl: tl, label: kind.Name + "/" + cl.Name() + "/" + m}
 					runCombo(ctx, g, srv, cl, tg, files, chunk, f1M, work, noteBig)
-					if lc, ok := cl.(lftpClient); ok {
+					if lc, ok := cl.(peers.Lftp); ok {
 						runMirror(ctx, g, srv, lc, tg, work)
 					}
-					if fc, ok := cl.(ftplibClient); ok && (m == "pasv" || m == "port") {
+					if fc, ok := cl.(peers.Ftplib); ok && (m == "pasv" || m == "port") {
 						if runConcurrent(ctx, g, srv, fc, tg) {
 							bigMu.Lock()
 							concurrentN++
@@ -425,22 +287,22 @@ func TestInterop(t *testing.T) {
 		}
 		wg.Wait()
 
-		end := &group{tl: tl, label: kind.name}
+		end := &group{tl: tl, label: kind.Name}
 		if px != nil {
-			end.run("proxy-stop", px.stop)
+			end.run("proxy-stop", px.Stop)
 			end.run("proxy-log-bytes", func() error {
-				downs, ups, err := proxyTransfers(px.logPath)
+				downs, ups, err := peers.ReadTransfers(px.LogPath)
 				if err != nil {
 					return err
 				}
 				if len(downs) == 0 && len(ups) == 0 {
-					return fmt.Errorf("no \"transfer\" lines in %s", px.logPath)
+					return fmt.Errorf("no \"transfer\" lines in %s", px.LogPath)
 				}
 				if got := count(downs, big); got < bigDown {
-					return fmt.Errorf("%d transfer lines with down=%d in %s, want at least %d (one per %s download)", got, big, px.logPath, bigDown, specs[3].label)
+					return fmt.Errorf("%d transfer lines with down=%d in %s, want at least %d (one per %s download)", got, big, px.LogPath, bigDown, specs[3].label)
 				}
 				if got := count(ups, big); got < bigUp {
-					return fmt.Errorf("%d transfer lines with up=%d in %s, want at least %d (one per %s upload)", got, big, px.logPath, bigUp, specs[3].label)
+					return fmt.Errorf("%d transfer lines with up=%d in %s, want at least %d (one per %s upload)", got, big, px.LogPath, bigUp, specs[3].label)
 				}
 				if bigDown+bigUp == 0 {
 					return fmt.Errorf("no %s transfer succeeded, nothing to compare", specs[3].label)
@@ -448,7 +310,7 @@ func TestInterop(t *testing.T) {
 				return nil
 			})
 		}
-		srv.stop()
+		srv.Stop()
 		end.flush()
 	}
 
@@ -461,14 +323,14 @@ func TestInterop(t *testing.T) {
 
 // runCombo runs the command and transfer cases of one client in one mode,
 // in a directory of its own.
-func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg target, files []testFile, chunk, f1M testFile, work string, noteBig func(down bool)) {
-	dir := cl.name() + "-" + tg.mode
-	dl := filepath.Join(work, "dl", srv.kind.name, dir)
+func runCombo(ctx context.Context, g *group, srv *peers.Server, cl peers.Client, tg peers.Target, files []testFile, chunk, f1M testFile, work string, noteBig func(down bool)) {
+	dir := cl.Name() + "-" + tg.Mode
+	dl := filepath.Join(work, "dl", srv.Kind.Name, dir)
 	os.MkdirAll(dl, 0o755)
 	remote := func(name string) string { return dir + "/" + name }
 
 	g.run("login-pwd", func() error {
-		p, err := cl.pwd(ctx, tg)
+		p, err := cl.PWD(ctx, tg)
 		if err != nil {
 			return err
 		}
@@ -478,18 +340,18 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 		return nil
 	})
 	if !g.run("mkd", func() error {
-		if err := cl.mkd(ctx, tg, dir); err != nil {
+		if err := cl.MKD(ctx, tg, dir); err != nil {
 			return err
 		}
-		if fi, err := os.Stat(srv.path(dir)); err != nil || !fi.IsDir() {
-			return fmt.Errorf("no directory %s on the server side: %v", srv.path(dir), err)
+		if fi, err := os.Stat(srv.Path(dir)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("no directory %s on the server side: %v", srv.Path(dir), err)
 		}
 		return nil
 	}) {
 		return
 	}
 	g.run("cwd", func() error {
-		p, err := cl.cwd(ctx, tg, dir)
+		p, err := cl.CWD(ctx, tg, dir)
 		if err != nil {
 			return err
 		}
@@ -500,11 +362,11 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 	})
 	stored := map[string]bool{}
 	for _, f := range files {
-		stored[f.name] = g.run("stor-"+f.label, func() error {
-			if err := cl.put(ctx, tg, f.path, remote(f.name), 0); err != nil {
+		stored[f.Name] = g.run("stor-"+f.label, func() error {
+			if err := cl.Put(ctx, tg, f.Path, remote(f.Name), 0); err != nil {
 				return err
 			}
-			if err := sameContent(srv.path(remote(f.name)), f.size, f.sum); err != nil {
+			if err := peers.SameContent(srv.Path(remote(f.Name)), f.Size, f.Sum); err != nil {
 				return fmt.Errorf("server side: %w", err)
 			}
 			if f.label == files[len(files)-1].label {
@@ -515,29 +377,29 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 	}
 	names := func(out string) error {
 		for _, f := range files {
-			if stored[f.name] && !strings.Contains(out, f.name) {
-				return fmt.Errorf("%s missing from listing:\n%s", f.name, tail(out, 800))
+			if stored[f.Name] && !strings.Contains(out, f.Name) {
+				return fmt.Errorf("%s missing from listing:\n%s", f.Name, peers.Tail(out, 800))
 			}
 		}
 		return nil
 	}
 	g.run("list", func() error {
-		out, err := cl.list(ctx, tg, dir)
+		out, err := cl.List(ctx, tg, dir)
 		if err != nil {
 			return err
 		}
 		return names(out)
 	})
 	g.run("nlst", func() error {
-		out, err := cl.nlst(ctx, tg, dir)
+		out, err := cl.NLST(ctx, tg, dir)
 		if err != nil {
 			return err
 		}
 		return names(out)
 	})
-	if cl.has("mlsd") && srv.kind.mlsd {
+	if cl.Has("mlsd") && srv.Kind.MLSD {
 		g.run("mlsd", func() error {
-			out, err := cl.mlsd(ctx, tg, dir)
+			out, err := cl.MLSD(ctx, tg, dir)
 			if err != nil {
 				return err
 			}
@@ -545,22 +407,22 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 		})
 	}
 	for _, f := range files {
-		if !stored[f.name] {
+		if !stored[f.Name] {
 			continue
 		}
 		g.run("retr-"+f.label, func() error {
-			dst := filepath.Join(dl, f.name)
+			dst := filepath.Join(dl, f.Name)
 			os.Remove(dst)
-			if err := cl.get(ctx, tg, remote(f.name), dst, 0); err != nil {
+			if err := cl.Get(ctx, tg, remote(f.Name), dst, 0); err != nil {
 				return err
 			}
-			if f.size == 0 {
+			if f.Size == 0 {
 				// Some clients create no file for an empty download.
 				if _, err := os.Stat(dst); os.IsNotExist(err) {
 					os.WriteFile(dst, nil, 0o644)
 				}
 			}
-			if err := sameContent(dst, f.size, f.sum); err != nil {
+			if err := peers.SameContent(dst, f.Size, f.Sum); err != nil {
 				return err
 			}
 			if f.label == files[len(files)-1].label {
@@ -569,23 +431,23 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 			return nil
 		})
 	}
-	if stored[f1M.name] {
+	if stored[f1M.Name] {
 		g.run("size", func() error {
-			n, err := cl.size(ctx, tg, remote(f1M.name))
+			n, err := cl.Size(ctx, tg, remote(f1M.Name))
 			if err != nil {
 				return err
 			}
-			if n != f1M.size {
-				return fmt.Errorf("SIZE %d, want %d", n, f1M.size)
+			if n != f1M.Size {
+				return fmt.Errorf("SIZE %d, want %d", n, f1M.Size)
 			}
 			return nil
 		})
 		g.run("mdtm", func() error {
-			ts, err := cl.mdtm(ctx, tg, remote(f1M.name))
+			ts, err := cl.MDTM(ctx, tg, remote(f1M.Name))
 			if err != nil {
 				return err
 			}
-			fi, err := os.Stat(srv.path(remote(f1M.name)))
+			fi, err := os.Stat(srv.Path(remote(f1M.Name)))
 			if err != nil {
 				return err
 			}
@@ -595,40 +457,40 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 			return nil
 		})
 		const partial = 300_000
-		data, _ := os.ReadFile(f1M.path)
+		data, _ := os.ReadFile(f1M.Path)
 		g.run("rest-retr", func() error {
 			dst := filepath.Join(dl, "partial-down.bin")
 			if err := os.WriteFile(dst, data[:partial], 0o644); err != nil {
 				return err
 			}
-			if err := cl.get(ctx, tg, remote(f1M.name), dst, partial); err != nil {
+			if err := cl.Get(ctx, tg, remote(f1M.Name), dst, partial); err != nil {
 				return err
 			}
-			return sameContent(dst, f1M.size, f1M.sum)
+			return peers.SameContent(dst, f1M.Size, f1M.Sum)
 		})
 		g.run("rest-stor", func() error {
 			name := remote("partial-up.bin")
-			p := srv.path(name)
+			p := srv.Path(name)
 			if err := os.WriteFile(p, data[:partial], 0o644); err != nil {
 				return err
 			}
-			os.Chown(p, srv.uid, srv.gid)
-			if err := cl.put(ctx, tg, f1M.path, name, partial); err != nil {
+			os.Chown(p, srv.UID, srv.GID)
+			if err := cl.Put(ctx, tg, f1M.Path, name, partial); err != nil {
 				return err
 			}
-			if err := sameContent(p, f1M.size, f1M.sum); err != nil {
+			if err := peers.SameContent(p, f1M.Size, f1M.Sum); err != nil {
 				return fmt.Errorf("server side: %w", err)
 			}
 			return nil
 		})
-		if cl.has("appe") {
+		if cl.Has("appe") {
 			g.run("appe", func() error {
-				if err := cl.appe(ctx, tg, chunk.path, remote(f1M.name)); err != nil {
+				if err := cl.APPE(ctx, tg, chunk.Path, remote(f1M.Name)); err != nil {
 					return err
 				}
-				c, _ := os.ReadFile(chunk.path)
+				c, _ := os.ReadFile(chunk.Path)
 				want := append(bytes.Clone(data), c...)
-				if err := sameContent(srv.path(remote(f1M.name)), int64(len(want)), sumBytes(want)); err != nil {
+				if err := peers.SameContent(srv.Path(remote(f1M.Name)), int64(len(want)), peers.SumBytes(want)); err != nil {
 					return fmt.Errorf("server side: %w", err)
 				}
 				return nil
@@ -636,21 +498,21 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 		}
 	}
 	f1B := files[1]
-	if stored[f1B.name] {
+	if stored[f1B.Name] {
 		g.run("rnfr-rnto", func() error {
-			if err := cl.rename(ctx, tg, remote(f1B.name), remote("renamed.bin")); err != nil {
+			if err := cl.Rename(ctx, tg, remote(f1B.Name), remote("renamed.bin")); err != nil {
 				return err
 			}
-			if _, err := os.Stat(srv.path(remote(f1B.name))); !os.IsNotExist(err) {
-				return fmt.Errorf("%s still there after the rename", remote(f1B.name))
+			if _, err := os.Stat(srv.Path(remote(f1B.Name))); !os.IsNotExist(err) {
+				return fmt.Errorf("%s still there after the rename", remote(f1B.Name))
 			}
-			return sameContent(srv.path(remote("renamed.bin")), f1B.size, f1B.sum)
+			return peers.SameContent(srv.Path(remote("renamed.bin")), f1B.Size, f1B.Sum)
 		})
 		g.run("dele", func() error {
-			if err := cl.dele(ctx, tg, remote("renamed.bin")); err != nil {
+			if err := cl.DELE(ctx, tg, remote("renamed.bin")); err != nil {
 				return err
 			}
-			if _, err := os.Stat(srv.path(remote("renamed.bin"))); !os.IsNotExist(err) {
+			if _, err := os.Stat(srv.Path(remote("renamed.bin"))); !os.IsNotExist(err) {
 				return fmt.Errorf("renamed.bin still there after DELE")
 			}
 			return nil
@@ -658,16 +520,16 @@ func runCombo(ctx context.Context, g *group, srv *server, cl ftpClient, tg targe
 	}
 	g.run("mkd-rmd", func() error {
 		sub := remote("sub")
-		if err := cl.mkd(ctx, tg, sub); err != nil {
+		if err := cl.MKD(ctx, tg, sub); err != nil {
 			return err
 		}
-		if fi, err := os.Stat(srv.path(sub)); err != nil || !fi.IsDir() {
+		if fi, err := os.Stat(srv.Path(sub)); err != nil || !fi.IsDir() {
 			return fmt.Errorf("no directory %s after MKD", sub)
 		}
-		if err := cl.rmd(ctx, tg, sub); err != nil {
+		if err := cl.RMD(ctx, tg, sub); err != nil {
 			return err
 		}
-		if _, err := os.Stat(srv.path(sub)); !os.IsNotExist(err) {
+		if _, err := os.Stat(srv.Path(sub)); !os.IsNotExist(err) {
 			return fmt.Errorf("%s still there after RMD", sub)
 		}
 		return nil
@@ -693,7 +555,7 @@ func makeTree(dir string, n int, seed uint64, uid, gid int) (map[string]string, 
 			return nil, err
 		}
 		os.Chown(p, uid, gid)
-		sums[name] = sumBytes(b)
+		sums[name] = peers.SumBytes(b)
 	}
 	return sums, nil
 }
@@ -711,7 +573,7 @@ func checkTree(dir string, sums map[string]string) error {
 		if err != nil {
 			return err
 		}
-		if sumBytes(b) != sum {
+		if peers.SumBytes(b) != sum {
 			return fmt.Errorf("%s/%s differs", dir, name)
 		}
 	}
@@ -720,48 +582,48 @@ func checkTree(dir string, sums map[string]string) error {
 
 // runMirror copies a tree of small files down with lftp mirror and up with
 // mirror -R, comparing every file.
-func runMirror(ctx context.Context, g *group, srv *server, lc lftpClient, tg target, work string) {
+func runMirror(ctx context.Context, g *group, srv *peers.Server, lc peers.Lftp, tg peers.Target, work string) {
 	n := *flagMirrorN
-	remoteSrc := "mirror-src-" + tg.mode
-	sums, err := makeTree(srv.path(remoteSrc), n, 1, srv.uid, srv.gid)
+	remoteSrc := "mirror-src-" + tg.Mode
+	sums, err := makeTree(srv.Path(remoteSrc), n, 1, srv.UID, srv.GID)
 	label := fmt.Sprintf("mirror-%d", n)
 	g.run(label, func() error {
 		if err != nil {
 			return err
 		}
-		dst := filepath.Join(work, "dl", srv.kind.name, "mirror-"+tg.mode)
+		dst := filepath.Join(work, "dl", srv.Kind.Name, "mirror-"+tg.Mode)
 		os.RemoveAll(dst)
-		if err := lc.mirror(ctx, tg, remoteSrc, dst, false); err != nil {
+		if err := lc.Mirror(ctx, tg, remoteSrc, dst, false); err != nil {
 			return err
 		}
 		return checkTree(dst, sums)
 	})
 	g.run(label+"-R", func() error {
-		src := filepath.Join(work, "local", "mirror-up-"+srv.kind.name+"-"+tg.mode)
+		src := filepath.Join(work, "local", "mirror-up-"+srv.Kind.Name+"-"+tg.Mode)
 		sums, err := makeTree(src, n, 2, os.Getuid(), os.Getgid())
 		if err != nil {
 			return err
 		}
-		remoteDst := "mirror-dst-" + tg.mode
-		if err := lc.mirror(ctx, tg, src, remoteDst, true); err != nil {
+		remoteDst := "mirror-dst-" + tg.Mode
+		if err := lc.Mirror(ctx, tg, src, remoteDst, true); err != nil {
 			return err
 		}
-		return checkTree(srv.path(remoteDst), sums)
+		return checkTree(srv.Path(remoteDst), sums)
 	})
 }
 
 // runConcurrent runs -sessions parallel ftplib sessions that each store and
 // read back 1 MiB, and checks the files on the server side too.
-func runConcurrent(ctx context.Context, g *group, srv *server, fc ftplibClient, tg target) bool {
+func runConcurrent(ctx context.Context, g *group, srv *peers.Server, fc peers.Ftplib, tg peers.Target) bool {
 	n := *flagConcN
-	dir := "concurrent-" + tg.mode
+	dir := "concurrent-" + tg.Mode
 	return g.run(fmt.Sprintf("concurrent-%dx1MiB", n), func() error {
-		p := srv.path(dir)
+		p := srv.Path(dir)
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return err
 		}
-		os.Chown(p, srv.uid, srv.gid)
-		out, err := fc.concurrent(ctx, tg, n, 1<<20, dir)
+		os.Chown(p, srv.UID, srv.GID)
+		out, err := fc.Concurrent(ctx, tg, n, 1<<20, dir)
 		if err != nil {
 			return err
 		}
@@ -774,7 +636,7 @@ func runConcurrent(ctx context.Context, g *group, srv *server, fc ftplibClient, 
 			if !ok {
 				return fmt.Errorf("bad line %q", l)
 			}
-			if err := sameContent(srv.path(name), 1<<20, sum); err != nil {
+			if err := peers.SameContent(srv.Path(name), 1<<20, sum); err != nil {
 				return fmt.Errorf("server side: %w", err)
 			}
 		}
@@ -787,8 +649,8 @@ func runConcurrent(ctx context.Context, g *group, srv *server, fc ftplibClient, 
 // open connections to the client address.
 func checkIsolation(ctx context.Context, serverAddr, clientIP string) error {
 	host, port, _ := net.SplitHostPort(serverAddr)
-	out, err := runTool(ctx, 30*time.Second, "curl", "-sS", "--max-time", "10", "--interface", clientIP,
-		"--user", ftpUser+":"+ftpPass, "ftp://"+net.JoinHostPort(host, port)+"/")
+	out, err := peers.RunTool(ctx, 30*time.Second, "curl", "-sS", "--max-time", "10", "--interface", clientIP,
+		"--user", peers.User+":"+peers.Password, "ftp://"+net.JoinHostPort(host, port)+"/")
 	if err == nil {
 		return fmt.Errorf("curl from %s reached the server %s directly: %q", clientIP, serverAddr, out)
 	}

@@ -1,0 +1,43 @@
+// Package peers runs the real FTP peers of ftpproxy's test suites: FTP
+// servers (vsftpd, pure-ftpd, proftpd), the ftpproxy binary in front of
+// them, and FTP clients (curl, lftp, Python's ftplib), with helpers for
+// files of known content. A suite in a package of its own uses it like
+// this:
+//
+//	ctx := context.Background()
+//	// work: a directory of mode 0755 (the servers' sessions run as "daemon")
+//	srv, err := peers.StartServer(ctx, peers.Vsftpd, "interop/.peers", work, "127.0.0.3", 2100,
+//		peers.PassivePorts(23000, 23099)) // a range no other suite uses
+//	if err != nil { ... }
+//	defer srv.Stop()
+//	px, err := peers.StartProxy(ctx, peers.ProxyConfig{
+//		Bin: "bin/ftpproxy", Listen: "127.0.0.2:2121", Upstream: srv.Addr(),
+//		PassivePorts: "23100-23199", LogPath: filepath.Join(srv.Dir, "ftpproxy.log"),
+//		Args: []string{"--upstream-data-mode", "passive"},
+//	})
+//	if err != nil { ... }
+//	defer px.Stop()
+//	f, _ := peers.WriteRandom(filepath.Join(work, "f.bin"), 1<<20, 1)
+//	tg := peers.Target{Host: "127.0.0.2", Port: 2121, User: peers.User, Password: peers.Password,
+//		Source: "127.0.0.4", Mode: "epsv"}
+//	err = peers.Curl{}.Put(ctx, tg, f.Path, "f.bin", 0)
+//	err = peers.SameContent(srv.Path("f.bin"), f.Size, f.Sum)
+//	downs, ups, err := peers.ReadTransfers(px.LogPath)
+//
+// The servers are the Debian packages that interop/install-peers.sh unpacks
+// into interop/.peers (never installed, so no system daemon runs); the
+// clients are the installed curl and lftp and interop/clients/ftplib_client.py
+// (Ftplib.Script). Starting a server needs root: vsftpd authenticates
+// through a PAM service file it writes to /etc/pam.d (removed by Stop), and
+// every server runs the test user's sessions as the system account
+// "daemon".
+//
+// Each Kind has a default passive port range (vsftpd 22000-22099,
+// pure-ftpd 22100-22199, proftpd 22200-22299); suites that run servers at
+// the same time as others pass PassivePorts to keep them apart, and give
+// the proxy a --passive-ports range of its own.
+//
+// Every process is started in a process group of its own and stopped by
+// its own PID; nothing here ends processes by name. Client calls are one
+// program invocation (one FTP session) each, bounded by OpTimeout.
+package peers
