@@ -21,7 +21,7 @@ func TestHealthHandler(t *testing.T) {
 		return rec.Code, rec.Body.String()
 	}
 	pool.Acquire()
-	if code, body := get(); code != http.StatusOK || body != "ok, 0 sessions, 1/4 passive ports in use\n" {
+	if code, body := get(); code != http.StatusOK || !strings.HasPrefix(body, "ok, 0 sessions, 1/4 passive ports in use, ") || !strings.HasSuffix(body, " goroutines\n") {
 		t.Fatalf("while accepting: %d %q", code, body)
 	}
 	if err := srv.Shutdown(context.Background()); err != nil {
