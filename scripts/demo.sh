@@ -23,6 +23,7 @@ no_anon_password=YES
 anon_upload_enable=YES
 anon_mkdir_write_enable=YES
 anon_other_write_enable=YES
+anon_umask=022
 write_enable=YES
 local_enable=NO
 ftp_username=daemon
@@ -40,7 +41,20 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+for port in 2100 2121; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: 127.0.0.1:$port is already in use; stop what listens there first" >&2
+    exit 1
+  fi
+done
+
 "$vsftpd" "$work/vsftpd.conf" & pids+=($!)
+# Wait for vsftpd's greeting before putting the proxy in front of it.
+for _ in $(seq 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/2100) 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "demo: vsftpd did not start" >&2; exit 1; }
+  sleep 0.1
+done
 bin/ftpproxy --listen 127.0.0.1:2121 --upstream 127.0.0.1:2100 \
   --passive-ports 21000-21099 --log-format console & pids+=($!)
 
