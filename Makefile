@@ -22,7 +22,7 @@ lint:
 
 # Each fuzz target for FUZZTIME; new crashers land in testdata/fuzz.
 fuzz:
-	@for pkg in ./rewrite; do \
+	@for pkg in ./rewrite ./nat ./proxy; do \
 	  for f in $$($(GO) test $$pkg -list 'Fuzz.*' | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f"; \
 	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s || exit 1; \
