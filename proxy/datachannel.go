@@ -84,7 +84,7 @@ func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.A
 	if err == nil {
 		target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 		switch {
-		case target.Addr() != s.clientAP.Addr():
+		case target.Addr() != s.clientAP.Addr() && !s.fromVia(target.Addr()):
 			err = errNotOwnAddress
 		case target.Port() < 1024:
 			err = errPrivilegedPort
@@ -96,6 +96,13 @@ func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.A
 		return
 	}
 	s.prepareData(dataRequest{cmd: cmd, extended: extended, target: target})
+}
+
+// fromVia reports whether addr is the trusted proxy the session came
+// through: a chained ftpproxy in active mode names its own address, and it
+// is trusted to send only its client's data.
+func (s *session) fromVia(addr netip.Addr) bool {
+	return s.viaAP.IsValid() && addr == s.viaAP.Addr()
 }
 
 // prepareData sets up the upstream's end of a data connection in the mode

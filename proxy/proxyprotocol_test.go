@@ -37,9 +37,12 @@ func TestProxyProtocolClientAddress(t *testing.T) {
 	c.Expect(220)
 	e.logs.waitFor(t, `"client":"127.0.0.9:40000"`, `"via":"127.0.0.1:`, "session opened")
 
-	// The connection's own address is no longer the client's.
-	arg, _ := rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.1:5000"))
+	// PORT may name the client from the header, or the trusted peer it
+	// came through (a chained proxy in active mode), and nobody else.
+	arg, _ := rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.8:5000"))
 	c.Cmd("PORT "+arg, 501)
+	arg, _ = rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.1:5000"))
+	c.Cmd("PORT "+arg, 200)
 
 	pasv := c.PASV()
 	// A forwarded data connection without a header is turned away...
@@ -169,6 +172,49 @@ func TestUpstreamProxyProtocol(t *testing.T) {
 			c.Cmd("QUIT", 221)
 			c.ExpectEOF()
 			<-done
+		})
+	}
+}
+
+// Two proxies chained with the PROXY protocol: A tells B the client's
+// address for the control connection and for every data connection, and B
+// lets A's own address stand in for the client in A's PORT commands.
+func TestChainedProxies(t *testing.T) {
+	for _, active := range []bool{false, true} {
+		t.Run(map[bool]string{false: "passive", true: "active"}[active], func(t *testing.T) {
+			checkFDs(t)
+			file := randomBytes(t, 256<<10)
+			m := &miniFTP{files: map[string][]byte{"f": file}, pasvHost: "127,0,0,1"}
+			fs := newFakeServer(t, m.serve)
+			b := startProxy(t, fs.addr(), proxyOpts{config: trustLoopback})
+			a := startProxy(t, b.addr, proxyOpts{config: func(c *proxy.Config) { c.UpstreamProxyProtocol = 2 }})
+			c := dialLogin(t, a.addr)
+			client := c.c.LocalAddr().String()
+
+			var dc *net.TCPConn
+			var ln *net.TCPListener
+			if active {
+				ln = listenActive(t, "tcp", "127.0.0.1:0")
+				arg, _ := rewrite.FormatPORT(ln.Addr().(*net.TCPAddr).AddrPort())
+				c.Cmd("PORT "+arg, 200)
+			} else {
+				dc = c.DialData(c.EPSV())
+			}
+			c.Send("RETR f")
+			c.Expect(150)
+			if active {
+				dc = acceptData(t, ln)
+			}
+			got, err := readAll(dc)
+			if err != nil {
+				t.Fatalf("reading data: %v", err)
+			}
+			dc.Close()
+			c.Expect(226)
+			checkSame(t, "RETR through two proxies", got, file)
+			b.logs.waitFor(t, `"client":"`+client+`"`, `"message":"transfer"`)
+			c.Cmd("QUIT", 221)
+			c.ExpectEOF()
 		})
 	}
 }

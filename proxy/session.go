@@ -84,6 +84,7 @@ type session struct {
 	client   net.Conn
 	clientAP netip.AddrPort // the client's address (from a PROXY header if there is one)
 	dialedAP netip.AddrPort // the address the client dialed (likewise)
+	viaAP    netip.AddrPort // the trusted load balancer or proxy it came through, if any
 	localAP  netip.AddrPort // the proxy's end of the client's control connection
 	up       net.Conn
 	upAP     netip.AddrPort // the upstream's control address
@@ -253,7 +254,7 @@ func (s *session) readProxyHeader() bool {
 		return false
 	}
 	if src.IsValid() { // not a LOCAL header: the load balancer's own check
-		s.clientAP, s.dialedAP = src, dst
+		s.clientAP, s.dialedAP, s.viaAP = src, dst, peer
 		s.setLogger(peer)
 	}
 	return true

@@ -171,8 +171,8 @@ var (
 
 // run connects both ends and relays. Listening ends are accepted first
 // (client, then upstream: a peer that connects early waits in the
-// listener's backlog), then the dialed ends, so that the proxy dials only
-// once the peers it waits for are there.
+// listener's backlog), then the dialed ends (client, then upstream), so
+// that the proxy dials only once the peers it waits for are there.
 func (t *transfer) run() {
 	started := time.Now()
 	defer func() {
@@ -190,21 +190,31 @@ func (t *transfer) run() {
 		}
 	}()
 	var client, upstream *net.TCPConn
-	steps := []struct {
-		e    *endpoint
-		conn **net.TCPConn
-	}{{&t.client, &client}, {&t.upstream, &upstream}}
-	for _, st := range steps {
-		if st.e.listening() {
-			if *st.conn, t.err = t.accept(st.e); t.err != nil {
-				return
-			}
+	if t.client.listening() {
+		if client, t.err = t.accept(&t.client); t.err != nil {
+			return
+		}
+	}
+	if t.upstream.listening() {
+		if upstream, t.err = t.accept(&t.upstream); t.err != nil {
+			return
 		}
 	}
 	t.release() // one data connection per transfer: the ports are free again
-	for _, st := range steps {
-		if !st.e.listening() {
-			if *st.conn, t.err = t.dial(st.e); t.err != nil {
+	if !t.client.listening() {
+		if client, t.err = t.dial(&t.client); t.err != nil {
+			return
+		}
+	}
+	if !t.upstream.listening() {
+		if upstream, t.err = t.dial(&t.upstream); t.err != nil {
+			return
+		}
+		if v := t.s.cfg.UpstreamProxyProtocol; v != 0 {
+			// An upstream that reads PROXY headers (another ftpproxy, say)
+			// checks data connections against the client's address too.
+			src := netip.AddrPortFrom(t.s.clientAP.Addr(), addrPortOf(client.RemoteAddr()).Port())
+			if t.err = writeProxyHeader(upstream, v, src, t.upstream.dialTo, time.Now().Add(t.s.cfg.DialTimeout)); t.err != nil {
 				return
 			}
 		}
@@ -243,7 +253,7 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 			return nil, fmt.Errorf("proxy: accept data connection: %w", err)
 		}
 		from := addrPortOf(c.RemoteAddr())
-		if nat.Contains(t.s.cfg.ProxyProtocolFrom, from.Addr()) {
+		if e == &t.client && nat.Contains(t.s.cfg.ProxyProtocolFrom, from.Addr()) {
 			// A data connection forwarded by the load balancer: the
 			// client's address is in the header, and it is checked like
 			// any other.
