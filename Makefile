@@ -30,9 +30,11 @@ fuzz:
 	done
 
 # Real servers (vsftpd, pure-ftpd, proftpd) and clients (curl, lftp,
-# python3 ftplib) in a network namespace where only the proxy can reach them.
+# python3 ftplib) in network namespaces where only the proxy can reach
+# them; then HAProxy in front (PROXY protocol, two instances, drain, chain).
 interop: peers
 	bash interop/run.sh
+	bash interop/haproxy/run.sh
 
 peers:
 	bash interop/install-peers.sh
