@@ -222,8 +222,16 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 	var advertised netip.Addr
 	if req.passive {
 		advertised = s.cfg.Advertiser.Advertise(s.clientAP.Addr(), s.dialedAP.Addr())
+		bind := nat.ListenAddr(advertised, s.localAP.Addr())
+		if s.viaAP.IsValid() {
+			// Behind a load balancer the data connection arrives the way
+			// the control connection did, at this end's own address; the
+			// advertised address is the balancer's, which may share the
+			// host and hold the same port numbers.
+			bind = s.localAP.Addr()
+		}
 		var err error
-		client, err = s.listenEndpoint(nat.ListenAddr(advertised, s.localAP.Addr()), s.cfg.PassivePorts, s.clientAP.Addr())
+		client, err = s.listenEndpoint(bind, s.cfg.PassivePorts, s.clientAP.Addr())
 		if err != nil {
 			up.close()
 			if errors.Is(err, errNoPassivePort) {

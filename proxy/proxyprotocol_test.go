@@ -218,3 +218,32 @@ func TestChainedProxies(t *testing.T) {
 		})
 	}
 }
+
+// Behind a balancer the passive listener binds the proxy's own address,
+// not the wildcard: a balancer on the same host holds the same port
+// numbers on its own address to forward them.
+func TestPassiveBindBehindBalancer(t *testing.T) {
+	checkFDs(t)
+	m := &miniFTP{}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+		trustLoopback(c)
+		c.Advertiser.Static = netip.MustParseAddr("127.0.0.5") // the balancer's public address
+	}})
+	c := dialProxy(t, e.addr)
+	// The client reached the balancer at 127.0.0.2; the proxy advertises
+	// 127.0.0.5 and is itself at 127.0.0.1.
+	c.SendRaw([]byte("PROXY TCP4 127.0.0.9 127.0.0.2 40000 21\r\n"))
+	c.Expect(220)
+	c.Cmd("USER a", 331)
+	pasv := c.PASV()
+	if pasv.Addr() != netip.MustParseAddr("127.0.0.5") {
+		t.Errorf("227 advertises %v, want 127.0.0.5", pasv.Addr())
+	}
+	other, err := net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), pasv.Port()).String())
+	if err != nil {
+		t.Fatalf("the passive port is taken on every address, not just the proxy's: %v", err)
+	}
+	other.Close()
+	c.Cmd("QUIT", 221)
+}
