@@ -78,6 +78,12 @@ func (s *session) cmdABOR(cmd rewrite.Command) {
 // cmdTransfer forwards a transfer command and ties it to the data channel
 // prepared by the last PASV, EPSV, PORT or EPRT.
 func (s *session) cmdTransfer(cmd rewrite.Command, dir direction) {
+	if err := s.setupErr; err != nil && s.setup == nil {
+		s.setupErr = nil
+		s.log.Info().Err(err).Str("cmd", cmd.Verb).Msg("transfer refused: its data channel is gone")
+		s.replyLocal(replyFor(errDataFailed))
+		return
+	}
 	p := &pending{cmd: cmd}
 	if t := s.setup; t != nil {
 		s.setup = nil
@@ -124,5 +130,6 @@ var errPrivilegedPort = errors.New("proxy: data port below 1024")
 var errNoPassivePort = errors.New("proxy: no free passive port")
 var errAfterEPSVAll = errors.New("proxy: only EPSV is allowed after EPSV ALL")
 var errPASVOverIPv6 = errors.New("proxy: PASV cannot carry an IPv6 address")
+var errDataFailed = errors.New("proxy: data connection failed")
 
 func eq(a, b string) bool { return strings.EqualFold(a, b) }

@@ -109,6 +109,7 @@ func (s *session) fromVia(addr netip.Addr) bool {
 // the configuration picks, then the client's end as the client asked.
 func (s *session) prepareData(req dataRequest) {
 	s.dropSetup()
+	s.setupErr = nil
 	p := &pending{cmd: req.cmd}
 	s.queue = append(s.queue, p)
 	passive := req.passive

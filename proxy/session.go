@@ -67,6 +67,7 @@ type pending struct {
 	// xfer is the data transfer a transfer command uses; its final reply is
 	// held until the data relay has delivered its last byte.
 	xfer     *transfer
+	answered bool // the proxy has answered instead of the upstream
 	holding  bool // a final reply is being held
 	complete bool // the held reply has arrived whole
 	heldCode int
@@ -98,6 +99,7 @@ type session struct {
 
 	queue    []*pending
 	setup    *transfer              // data channel announced, not yet claimed by a command
+	setupErr error                  // why the last announced data channel ended unclaimed
 	xfers    map[*transfer]struct{} // every transfer not yet reported done
 	busy     int                    // claimed transfers not yet done
 	closing  bool
@@ -443,6 +445,15 @@ func (s *session) onReply(ev replyEvent) {
 	}
 	p := s.queue[0]
 	switch {
+	case p.answered:
+		// The proxy has already answered this command (its data
+		// connection failed); the upstream's late replies to it are
+		// dropped so the client sees one answer per command.
+		s.log.Debug().Int("code", r.Code).Msg("upstream reply to an answered command dropped")
+		if r.Final() && !r.More {
+			s.pop()
+			s.flushLocal()
+		}
 	case p.greeting:
 		s.writeClientReply(r.Lines)
 		if !r.More {
@@ -555,7 +566,15 @@ func (s *session) onTransferDone(t *transfer) {
 	t.finished = true
 	delete(s.xfers, t)
 	if s.setup == t {
+		// The data channel is gone before any command used it (its
+		// upstream end could not be reached, say): the next transfer
+		// command is answered here rather than left to an upstream that
+		// waits for a connection that will not come.
 		s.setup = nil
+		s.setupErr = t.err
+		if s.setupErr == nil {
+			s.setupErr = errNoConnection
+		}
 	}
 	if t.claimed {
 		s.busy--
@@ -576,13 +595,21 @@ func (s *session) onTransferDone(t *transfer) {
 		Int64("up", t.up).
 		Dur("duration", t.duration).
 		Msg("transfer")
-	for _, p := range s.queue {
-		if p.xfer == t {
-			if p.complete {
-				s.releaseHeld(p)
-			}
-			break
+	for i, p := range s.queue {
+		if p.xfer != t {
+			continue
 		}
+		switch {
+		case p.complete:
+			s.releaseHeld(p)
+		case i == 0 && t.err != nil && !t.upConnected && !p.holding:
+			// The upstream waits for a data connection the proxy could
+			// not open; the client is told now, not when the upstream
+			// gives up.
+			p.answered = true
+			s.writeClientLine(replyFor(errDataFailed))
+		}
+		break
 	}
 }
 

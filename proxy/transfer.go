@@ -52,6 +52,8 @@ type transfer struct {
 	mu       sync.Mutex
 	conns    []*net.TCPConn
 	aborted  bool
+	done     chan struct{} // closed when the upstream reports success
+	doneOnce sync.Once
 	gaveUp   bool      // the upstream finished before every peer connected
 	graceEnd time.Time // then: when the wait for them ends
 	accepted int       // connections accepted so far
@@ -61,6 +63,8 @@ type transfer struct {
 	duration time.Duration
 	err      error
 
+	upConnected bool // the upstream's end was connected
+
 	// Owned by the session loop.
 	claimed  bool
 	finished bool
@@ -69,7 +73,7 @@ type transfer struct {
 
 func (s *session) newTransfer(client, upstream endpoint) *transfer {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &transfer{s: s, client: client, upstream: upstream, ctx: ctx, cancel: cancel}
+	t := &transfer{s: s, client: client, upstream: upstream, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	s.xfers[t] = struct{}{}
 	return t
 }
@@ -118,8 +122,11 @@ const finishGrace = 2 * time.Second
 
 // upstreamFinished tells the transfer that the upstream has reported
 // success: a peer that has not connected by now will not, and after
-// finishGrace the wait ends. (A failure reply aborts the transfer instead.)
+// finishGrace the wait ends; and a relay whose file has gone through ends
+// without waiting for the other direction to close. (A failure reply
+// aborts the transfer instead.)
 func (t *transfer) upstreamFinished() {
+	t.doneOnce.Do(func() { close(t.done) })
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.accepted < len(t.listeners()) && !t.gaveUp {
@@ -199,6 +206,7 @@ func (t *transfer) run() {
 		if upstream, t.err = t.accept(&t.upstream); t.err != nil {
 			return
 		}
+		t.upConnected = true
 	}
 	t.release() // one data connection per transfer: the ports are free again
 	if !t.client.listening() {
@@ -210,6 +218,7 @@ func (t *transfer) run() {
 		if upstream, t.err = t.dial(&t.upstream); t.err != nil {
 			return
 		}
+		t.upConnected = true
 		if v := t.s.cfg.UpstreamProxyProtocol; v != 0 {
 			// An upstream that reads PROXY headers (another ftpproxy, say)
 			// checks data connections against the client's address too.
@@ -359,8 +368,26 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 		}
 	}()
 	var linger *time.Timer
-	for range 2 {
-		r := <-results
+	dataDone := false   // the direction that carries the file has ended cleanly
+	finishing := t.done // closed once the upstream has reported success
+	endNow := func() {
+		lingered.Store(true)
+		closeBoth()
+	}
+	for pending := 2; pending > 0; {
+		var r pumpResult
+		select {
+		case <-finishing:
+			// The upstream is done; once the file's last byte is passed
+			// on, nothing more is owed to the other direction.
+			finishing = nil
+			if dataDone {
+				endNow()
+			}
+			continue
+		case r = <-results:
+			pending--
+		}
 		if r.dir == dirDown {
 			down = r.n
 		} else {
@@ -375,11 +402,13 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 			closeBoth()
 			continue
 		}
-		if d := direction(t.dir.Load()); (d == dirUnknown || d == r.dir) && linger == nil {
-			linger = time.AfterFunc(t.s.cfg.DataLinger, func() {
-				lingered.Store(true)
-				closeBoth()
-			})
+		if d := direction(t.dir.Load()); (d == dirUnknown || d == r.dir) && !dataDone {
+			dataDone = true
+			if finishing == nil {
+				endNow()
+			} else {
+				linger = time.AfterFunc(t.s.cfg.DataLinger, endNow)
+			}
 		}
 	}
 	if linger != nil {

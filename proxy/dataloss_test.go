@@ -1,0 +1,111 @@
+package proxy_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// A client may read a download to its end and wait for the 226 before it
+// closes its data connection (RFC 959 lets it). Once the upstream has
+// reported success and the last byte is passed on, the proxy ends the
+// relay at once rather than after DataLinger.
+func TestCompletionWhileClientKeepsDataOpen(t *testing.T) {
+	checkFDs(t)
+	file := randomBytes(t, 64<<10)
+	m := &miniFTP{files: map[string][]byte{"f": file}}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{}) // DataLinger 2s
+	c := dialLogin(t, e.addr)
+	dc := c.DialData(c.PASV())
+	c.Send("RETR f")
+	c.Expect(150)
+	got, err := readAll(dc) // EOF, but dc stays open until the 226
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Expect(226)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("226 came %v after the last byte; the relay waited for the client's close", d)
+	}
+	dc.Close()
+	checkSame(t, "RETR", got, file)
+	c.Cmd("QUIT", 221)
+}
+
+// deadDataServer announces a passive port nobody listens on, as a server
+// behind a firewall that drops its passive range looks to the proxy. On
+// RETR it waits for a data connection that cannot come, then gives up
+// late, as vsftpd does after its accept timeout.
+func deadDataServer(late <-chan struct{}, sawRETR chan<- bool) func(*fakeConn) {
+	return func(f *fakeConn) {
+		f.Send("220 ready")
+		for {
+			line, err := f.ReadLine()
+			if err != nil {
+				return
+			}
+			verb, _, _ := strings.Cut(line, " ")
+			switch strings.ToUpper(verb) {
+			case "USER":
+				f.Send("230 Logged in.")
+			case "PASV":
+				l := f.Passive()
+				reply := l.PASVReply("127,0,0,1")
+				l.ln.Close() // the port is announced, nobody is there
+				f.Send(reply)
+			case "RETR":
+				sawRETR <- true
+				<-late
+				f.Send("425 Failed to establish connection.")
+			case "NOOP":
+				f.Send("200 NOOP ok.")
+			case "QUIT":
+				f.Send("221 Goodbye.")
+				return
+			}
+		}
+	}
+}
+
+// When the proxy cannot open its data connection to the upstream, the
+// client hears so at once, whether the failure came before its RETR (the
+// RETR is answered by the proxy and never forwarded) or after it (the
+// proxy answers, and drops the upstream's late reply).
+func TestDataChannelLost(t *testing.T) {
+	for _, retrFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "before RETR", true: "after RETR"}[retrFirst], func(t *testing.T) {
+			checkFDs(t)
+			late := make(chan struct{})
+			sawRETR := make(chan bool, 1)
+			fs := newFakeServer(t, deadDataServer(late, sawRETR))
+			e := startProxy(t, fs.addr(), proxyOpts{})
+			c := dialLogin(t, e.addr)
+			c.Cmd("USER a", 230)
+			pasv := c.PASV()
+			if retrFirst {
+				c.Send("RETR f")
+				<-sawRETR
+			}
+			dc := c.DialData(pasv) // the proxy accepts, then fails to reach the upstream
+			e.logs.waitFor(t, `"message":"transfer"`, "dial data")
+			if !retrFirst {
+				c.Send("RETR f")
+			}
+			start := time.Now()
+			if r := c.Expect(425); time.Since(start) > time.Second || !strings.Contains(r.text(), "PASV or PORT again") {
+				t.Errorf("got %q after %v", r.text(), time.Since(start))
+			}
+			dc.Close()
+			close(late) // the upstream's own 425, if it has a RETR to answer
+			c.Cmd("NOOP", 200)
+			select {
+			case <-sawRETR:
+				t.Error("the RETR was forwarded although its data channel was already gone")
+			default:
+			}
+			c.Cmd("QUIT", 221)
+		})
+	}
+}
