@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,105 @@ func TestDataChannelLost(t *testing.T) {
 			c.Cmd("QUIT", 221)
 		})
 	}
+}
+
+// A client that resets its data connection mid-transfer must never be
+// told 226: the upstream sees a reset, not the end of an upload, and a
+// success reply the upstream sends anyway is replaced.
+func TestClientResetNeverGets226(t *testing.T) {
+	t.Run("STOR", func(t *testing.T) {
+		checkFDs(t)
+		clean := make(chan bool, 1) // did the upload end in a clean EOF?
+		fs := newFakeServer(t, func(f *fakeConn) {
+			f.Send("220 ready")
+			f.Expect("PASV")
+			l := f.Passive()
+			f.Send(l.PASVReply("127,0,0,1"))
+			f.Expect("STOR")
+			dc := l.Accept()
+			f.Send("150 Ok to send data.")
+			dc.SetReadDeadline(time.Now().Add(ioTimeout))
+			_, err := io.Copy(io.Discard, dc)
+			clean <- err == nil
+			if err == nil {
+				f.Send("226 Transfer complete.") // what a server says to an EOF
+			} else {
+				f.Send("426 Failure reading network stream.")
+			}
+			f.ExpectEOF()
+		})
+		e := startProxy(t, fs.addr(), proxyOpts{})
+		c := dialLogin(t, e.addr)
+		dc := c.DialData(c.PASV())
+		c.Send("STOR f")
+		c.Expect(150)
+		dc.Write(make([]byte, 64<<10))
+		dc.SetLinger(0)
+		dc.Close() // reset mid-upload
+		if <-clean {
+			t.Error("the upstream saw a clean end of the upload")
+		}
+		if r := c.Reply(); r.code == 226 {
+			t.Errorf("client got %q for an upload it reset", r.text())
+		}
+		c.Cmd("QUIT", 221)
+	})
+	t.Run("RETR, reset before the upstream's 226", func(t *testing.T) {
+		checkFDs(t)
+		file := randomBytes(t, 64<<10)
+		gate := make(chan struct{})
+		fs := newFakeServer(t, func(f *fakeConn) {
+			f.Send("220 ready")
+			f.Expect("PASV")
+			l := f.Passive()
+			f.Send(l.PASVReply("127,0,0,1"))
+			f.Expect("RETR")
+			dc := l.Accept()
+			f.Send("150 Opening data connection.")
+			dc.Write(file)
+			<-gate // the server is slow to say so, but it sent everything
+			dc.Close()
+			f.Send("226 Transfer complete.")
+			f.ExpectEOF()
+		})
+		e := startProxy(t, fs.addr(), proxyOpts{})
+		c := dialLogin(t, e.addr)
+		dc := c.DialData(c.PASV())
+		c.Send("RETR f")
+		c.Expect(150)
+		dc.SetReadDeadline(time.Now().Add(ioTimeout))
+		io.ReadFull(dc, make([]byte, len(file)/2))
+		dc.SetLinger(0)
+		dc.Close()
+		e.logs.waitFor(t, `"message":"transfer"`, `"level":"warn"`)
+		close(gate)
+		if r := c.Expect(426); !strings.Contains(r.text(), "aborted") {
+			t.Errorf("got %q", r.text())
+		}
+		c.Cmd("QUIT", 221)
+	})
+	t.Run("RETR", func(t *testing.T) {
+		checkFDs(t)
+		file := randomBytes(t, 64<<10)
+		gate := make(chan struct{})
+		m := &miniFTP{files: map[string][]byte{"f": file}, closeGate: gate}
+		fs := newFakeServer(t, m.serve)
+		e := startProxy(t, fs.addr(), proxyOpts{})
+		c := dialLogin(t, e.addr)
+		dc := c.DialData(c.PASV())
+		c.Send("RETR f")
+		c.Expect(150)
+		// The upstream has sent the file and its 226 but not yet closed:
+		// the transfer is not over when the client resets.
+		dc.SetReadDeadline(time.Now().Add(ioTimeout))
+		io.ReadFull(dc, make([]byte, len(file)))
+		dc.SetLinger(0)
+		dc.Close()
+		if r := c.Expect(426); !strings.Contains(r.text(), "aborted") {
+			t.Errorf("got %q", r.text())
+		}
+		e.logs.waitFor(t, "success reply replaced")
+		close(gate)
+		c.Cmd("QUIT", 221)
+	})
 }

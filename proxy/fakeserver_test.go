@@ -392,10 +392,11 @@ type miniFTP struct {
 	// noEPSV makes EPSV fail with 500, as old servers do.
 	noEPSV bool
 
-	// closeDelay, if set, makes RETR send 226 first and close the data
-	// connection that long after, as some servers do: the proxy must hold
-	// the 226 until the last byte has reached the client.
-	closeDelay time.Duration
+	// closeGate, if set, makes RETR send 226 first and close the data
+	// connection only once the test closes the gate, as some servers
+	// reply before they close: the proxy must hold the 226 until the
+	// last byte has reached the client.
+	closeGate chan struct{}
 
 	// stored receives the files uploaded with STOR.
 	stored chan storedFile
@@ -490,10 +491,12 @@ func (m *miniFTP) serve(f *fakeConn) {
 			if _, err := dc.Write(data); err != nil {
 				f.fail("RETR %s: write data: %v", arg, err)
 			}
-			if m.closeDelay > 0 {
+			if m.closeGate != nil {
 				f.Send("226 Transfer complete.")
-				timer := time.NewTimer(m.closeDelay)
-				<-timer.C
+				select {
+				case <-m.closeGate:
+				case <-time.After(ioTimeout):
+				}
 				dc.Close()
 			} else {
 				dc.Close()

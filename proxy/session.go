@@ -25,6 +25,7 @@ const (
 	replyShuttingDown   = "421 Service not available: the proxy is shutting down."
 	replyTooManyLong    = "421 Too many overlong command lines: closing the control connection."
 	replyBadProxyHeader = "421 PROXY protocol header refused."
+	replyTransferFailed = "426 Connection closed; transfer aborted."
 	maxOverlongCommands = 3
 )
 
@@ -474,9 +475,11 @@ func (s *session) onReply(ev replyEvent) {
 			s.pop()
 			s.flushLocal()
 		}
-	case p.xfer != nil && (p.holding || !p.xfer.finished):
+	case p.xfer != nil:
 		// Hold the completion reply until the data relay has delivered its
 		// last byte: a client that sees 226 early may read a short file.
+		// (If the relay is over already, releaseHeld still checks it did
+		// deliver everything.)
 		p.holding = true
 		p.heldCode = r.Code
 		p.held = append(p.held, r.Lines...)
@@ -536,6 +539,13 @@ func (s *session) afterReply(verb string, code int) {
 func (s *session) releaseHeld(p *pending) {
 	for len(s.queue) > 0 && s.queue[0].complete {
 		h := s.queue[0]
+		if t := h.xfer; t != nil && t.err != nil && t.err != errNoConnection && h.heldCode/100 == 2 {
+			// The upstream finished, but the relay did not deliver every
+			// byte: a success reply now would make a truncated file look
+			// whole.
+			s.log.Warn().Err(t.err).Int("upstream_code", h.heldCode).Msg("transfer failed at the proxy; success reply replaced")
+			h.held = []string{replyTransferFailed}
+		}
 		s.writeClientReply(h.held)
 		s.pop()
 		s.flushLocal()

@@ -109,7 +109,8 @@ type replyOrErr struct {
 func TestPassiveRETRHoldsCompletionReply(t *testing.T) {
 	checkFDs(t)
 	file := randomBytes(t, 1<<20)
-	m := &miniFTP{files: map[string][]byte{"big.bin": file}, closeDelay: 100 * time.Millisecond}
+	gate := make(chan struct{})
+	m := &miniFTP{files: map[string][]byte{"big.bin": file}, closeGate: gate}
 	fs := newFakeServer(t, m.serve)
 	e := startProxy(t, fs.addr(), proxyOpts{})
 
@@ -122,21 +123,27 @@ func TestPassiveRETRHoldsCompletionReply(t *testing.T) {
 	c.Send("RETR big.bin")
 	c.Expect(150)
 
-	// The fake sends 226 and closes its data connection 100 ms later; the
-	// proxy must hold the 226 until the client has had every byte.
+	// The fake sends every byte and its 226, and keeps its data connection
+	// open until the gate closes: until then the transfer is not over, and
+	// the proxy must hold the 226.
 	replies := make(chan replyOrErr, 1)
 	go func() {
 		r, err := c.readReply()
 		replies <- replyOrErr{r, err}
 	}()
-	got, err := readAll(dc)
-	if err != nil {
+	got := make([]byte, len(file))
+	dc.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(dc, got); err != nil {
 		t.Fatalf("reading data: %v", err)
 	}
 	select {
 	case r := <-replies:
-		t.Fatalf("reply %q (%v) arrived before the end of the data", r.r.text(), r.err)
-	default:
+		t.Fatalf("reply %q (%v) arrived before the data connection ended", r.r.text(), r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	if rest, err := readAll(dc); err != nil || len(rest) != 0 {
+		t.Fatalf("after the file: %d more bytes, %v; want EOF", len(rest), err)
 	}
 	dc.Close()
 	r := withTimeout(t, replies, "226")

@@ -351,6 +351,14 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 		client.Close()
 		upstream.Close()
 	}
+	// resetBoth ends a failed relay with resets: a plain close would show
+	// the peers a clean end of file, and an upstream would store a
+	// truncated upload as complete.
+	resetBoth := func() {
+		client.SetLinger(0)
+		upstream.SetLinger(0)
+		closeBoth()
+	}
 	var stalled atomic.Bool
 	stop := make(chan struct{})
 	var watch sync.WaitGroup
@@ -396,10 +404,16 @@ func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err err
 		if r.err != nil {
 			// After the linger closed both ends, the direction that carried
 			// nothing fails on the closed socket: that is the normal end.
-			if err == nil && !lingered.Load() {
+			if d := direction(t.dir.Load()); lingered.Load() || (dataDone && d != dirUnknown && r.dir != d) {
+				// The file has gone through: the direction that carries
+				// nothing may end any way it likes.
+				closeBoth()
+				continue
+			}
+			if err == nil {
 				err = r.err
 			}
-			closeBoth()
+			resetBoth()
 			continue
 		}
 		if d := direction(t.dir.Load()); (d == dirUnknown || d == r.dir) && !dataDone {
