@@ -472,13 +472,19 @@ func (t *transfer) watchStall(a, b *net.TCPConn, stop <-chan struct{}, stalled f
 	}
 }
 
-// pump copies src to dst and passes EOF on as a half-close.
+// pump copies src to dst and passes EOF on as a half-close. It reports
+// success only once dst's peer has acknowledged every byte: a byte still in
+// the proxy's socket buffer is not delivered, and a peer that resets then
+// would lose it while the transfer looked complete.
 func pump(d direction, dst, src *net.TCPConn, results chan<- pumpResult) {
 	n, err := io.Copy(dst, src)
 	if err == nil {
 		if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = cerr
 		}
+	}
+	if err == nil {
+		err = waitAcked(dst, n)
 	}
 	results <- pumpResult{dir: d, n: n, err: err}
 }
