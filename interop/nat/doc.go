@@ -1,0 +1,12 @@
+// Package nat holds the NAT and addressing suite of ftpproxy: real clients
+// (curl, lftp, Python's ftplib) behind a masquerading router, on an inside
+// network and on IPv6, talking through ftpproxy to real vsftpd servers that
+// only the proxy can reach, among them a "legacy" server that announces an
+// address it does not own in its 227 replies.
+//
+// The tests carry the build tag "interop" and build their own topology of
+// network namespaces joined by veth pairs (see topo_test.go for the
+// addresses); run.sh builds the binaries outside the namespaces and runs
+// the suite as root. The servers, the proxy launcher and the client drivers
+// come from package peers (interop/peers).
+package nat
