@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs the fault-injection and graceful-drain cases of ftpproxy against real
+# servers (vsftpd, proftpd) in a network namespace of its own
+# (ftpproxy-faults-<pid>, only lo, deleted on exit):
+#   127.0.0.2  the proxies   127.0.0.3  the FTP servers
+#   127.0.0.4  the clients   127.0.0.5  a second client address
+# Ports: proxies 2150-2151, 2156-2157 (health 2150, 2166, 2167), servers
+# 2152-2153, silent-upstream gate 2155; passive 25000-25099 (proxies),
+# 25100-25299 (servers).
+#
+# Usage: interop/faults/run.sh [test flags, e.g. -cases 'drain|churn' -churn 500 -keep]
+# Needs root (ip netns; the servers need root) and the peers
+# (interop/install-peers.sh). Prints one PASS/FAIL line per case and
+# "faults: N passed, N failed"; exits non-zero on any failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "faults: needs root for ip netns and the servers" >&2
+  exit 1
+fi
+for tool in ip curl python3; do
+  command -v "$tool" >/dev/null || { echo "faults: $tool not found: run interop/install-peers.sh" >&2; exit 1; }
+done
+[ -x "$root/interop/.peers/vsftpd/usr/sbin/vsftpd" ] || { echo "faults: peers not unpacked: run interop/install-peers.sh" >&2; exit 1; }
+
+bindir="$(mktemp -d /tmp/ftpproxy-faults-bin.XXXXXX)"
+ns="ftpproxy-faults-$$"
+cleanup() {
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$bindir"
+}
+trap cleanup EXIT INT TERM
+
+# Built outside the namespace: it has no network.
+(cd "$root" && go build -o "$bindir/ftpproxy" ./cmd/ftpproxy && go test -c -tags interop -o "$bindir/faults.test" ./interop/faults)
+
+ip netns add "$ns" || { echo "faults: the kernel refused to create a network namespace" >&2; exit 1; }
+ip netns exec "$ns" ip link set lo up
+
+cd "$here"
+ip netns exec "$ns" "$bindir/faults.test" -test.run '^TestFaults$' -test.v -test.timeout 15m \
+  -ftpproxy "$bindir/ftpproxy" \
+  -peers "$root/interop/.peers" \
+  -slowftplib "$here/slow_ftplib.py" \
+  "$@"
