@@ -4,7 +4,7 @@ BIN     := bin/ftpproxy
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 FUZZTIME ?= 10s
 
-.PHONY: all build test race lint fuzz interop bench demo peers clean
+.PHONY: all build test race lint fuzz interop faults soak bench demo peers clean
 
 all: lint test build
 
@@ -31,10 +31,23 @@ fuzz:
 
 # Real servers (vsftpd, pure-ftpd, proftpd) and clients (curl, lftp,
 # python3 ftplib) in network namespaces where only the proxy can reach
-# them; then HAProxy in front (PROXY protocol, two instances, drain, chain).
+# them; then HAProxy in front (PROXY protocol, two instances, drain, chain);
+# then NAT topologies (masquerade, the kernel's FTP helper, split horizon,
+# IPv6, a small passive range).
 interop: peers
 	bash interop/run.sh
 	bash interop/haproxy/run.sh
+	bash interop/nat/run.sh
+
+# Faults with real peers (killed servers and clients, resets, silent
+# upstreams, 2000 sessions, brute force, graceful drain); then the soak:
+# 200 clients with random faults, SOAK (default 150s) long.
+SOAK ?= 150s
+faults: peers
+	bash interop/faults/run.sh
+
+soak: peers
+	bash interop/faults/soak.sh -soak-duration $(SOAK)
 
 peers:
 	bash interop/install-peers.sh
