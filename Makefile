@@ -20,14 +20,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Each fuzz target for FUZZTIME; new crashers land in testdata/fuzz.
+# Each fuzz target for FUZZTIME (a duration, or a count such as 200000x);
+# new crashers land in testdata/fuzz.
 fuzz:
-	@for pkg in ./rewrite ./nat ./proxy; do \
-	  for f in $$($(GO) test $$pkg -list 'Fuzz.*' | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s || exit 1; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # Real servers (vsftpd, pure-ftpd, proftpd) and clients (curl, lftp,
 # python3 ftplib) in network namespaces where only the proxy can reach

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the packages given (default: all that have
+# one) for FUZZTIME each (a duration such as 10s, or an execution count
+# such as 200000x). A target that fails with a crasher (a new file under
+# testdata/fuzz) fails the run at once; a failure without one (the fuzzer's
+# own deadline handling on a loaded machine) is retried once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-10s}
+pkgs=("$@")
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./rewrite ./nat ./proxy)
+
+for pkg in "${pkgs[@]}"; do
+  for target in $(go test "$pkg" -list '^Fuzz' | grep '^Fuzz'); do
+    for try in 1 2; do
+      echo "fuzz $pkg $target ($fuzztime, try $try)"
+      before=$(git status --porcelain -- "$pkg/testdata/fuzz" | wc -l)
+      if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 1s; then
+        break
+      fi
+      after=$(git status --porcelain -- "$pkg/testdata/fuzz" | wc -l)
+      if [ "$after" != "$before" ] || [ "$try" = 2 ]; then
+        echo "fuzz: $target failed; a crasher, if found, is in $pkg/testdata/fuzz/$target" >&2
+        exit 1
+      fi
+    done
+  done
+done
