@@ -14,19 +14,27 @@
 # "faults: N passed, N failed"; exits non-zero on any failure.
 set -euo pipefail
 
+# soak.sh runs the soak through this script with FAULTS_SUITE=soak.
+suite="${FAULTS_SUITE:-faults}"
+case "$suite" in
+  faults) test_run='^TestFaults$'; test_timeout=15m ;;
+  soak) test_run='^TestSoak$'; test_timeout=20m ;;
+  *) echo "run.sh: unknown FAULTS_SUITE $suite" >&2; exit 2 ;;
+esac
+
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
 if [ "$(id -u)" != 0 ]; then
-  echo "faults: needs root for ip netns and the servers" >&2
+  echo "$suite: needs root for ip netns and the servers" >&2
   exit 1
 fi
 for tool in ip curl python3; do
-  command -v "$tool" >/dev/null || { echo "faults: $tool not found: run interop/install-peers.sh" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "$suite: $tool not found: run interop/install-peers.sh" >&2; exit 1; }
 done
-[ -x "$root/interop/.peers/vsftpd/usr/sbin/vsftpd" ] || { echo "faults: peers not unpacked: run interop/install-peers.sh" >&2; exit 1; }
+[ -x "$root/interop/.peers/vsftpd/usr/sbin/vsftpd" ] || { echo "$suite: peers not unpacked: run interop/install-peers.sh" >&2; exit 1; }
 
-bindir="$(mktemp -d /tmp/ftpproxy-faults-bin.XXXXXX)"
+bindir="$(mktemp -d "/tmp/ftpproxy-$suite-bin.XXXXXX")"
 ns="ftpproxy-faults-$$"
 cleanup() {
   ip netns del "$ns" 2>/dev/null || true
@@ -37,11 +45,11 @@ trap cleanup EXIT INT TERM
 # Built outside the namespace: it has no network.
 (cd "$root" && go build -o "$bindir/ftpproxy" ./cmd/ftpproxy && go test -c -tags interop -o "$bindir/faults.test" ./interop/faults)
 
-ip netns add "$ns" || { echo "faults: the kernel refused to create a network namespace" >&2; exit 1; }
+ip netns add "$ns" || { echo "$suite: the kernel refused to create a network namespace" >&2; exit 1; }
 ip netns exec "$ns" ip link set lo up
 
 cd "$here"
-ip netns exec "$ns" "$bindir/faults.test" -test.run '^TestFaults$' -test.v -test.timeout 15m \
+ip netns exec "$ns" "$bindir/faults.test" -test.run "$test_run" -test.v -test.timeout "$test_timeout" \
   -ftpproxy "$bindir/ftpproxy" \
   -peers "$root/interop/.peers" \
   -slowftplib "$here/slow_ftplib.py" \
