@@ -120,9 +120,7 @@ func TestClientResetNeverGets226(t *testing.T) {
 		clean := make(chan bool, 1) // did the upload end in a clean EOF?
 		fs := newFakeServer(t, func(f *fakeConn) {
 			f.Send("220 ready")
-			f.Expect("PASV")
-			l := f.Passive()
-			f.Send(l.PASVReply("127,0,0,1"))
+			l := f.AnswerPASV("127,0,0,1")
 			f.Expect("STOR")
 			dc := l.Accept()
 			f.Send("150 Ok to send data.")
@@ -158,9 +156,7 @@ func TestClientResetNeverGets226(t *testing.T) {
 		gate := make(chan struct{})
 		fs := newFakeServer(t, func(f *fakeConn) {
 			f.Send("220 ready")
-			f.Expect("PASV")
-			l := f.Passive()
-			f.Send(l.PASVReply("127,0,0,1"))
+			l := f.AnswerPASV("127,0,0,1")
 			f.Expect("RETR")
 			dc := l.Accept()
 			f.Send("150 Opening data connection.")

@@ -325,6 +325,24 @@ func (f *fakeConn) Passive() *fakeListener {
 	return &fakeListener{f: f, ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
 }
 
+// SendData writes data on a data connection, failing the handler if it
+// cannot.
+func (f *fakeConn) SendData(dc net.Conn, data []byte) {
+	dc.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := dc.Write(data); err != nil {
+		f.fail("write data: %v", err)
+	}
+}
+
+// AnswerPASV waits for PASV, opens a data listener and announces it at
+// host (four comma-separated octets) in its 227 reply.
+func (f *fakeConn) AnswerPASV(host string) *fakeListener {
+	f.Expect("PASV")
+	l := f.Passive()
+	f.Send(l.PASVReply(host))
+	return l
+}
+
 // PASVReply is a 227 reply announcing the listener's port at host, given
 // as four comma-separated octets: the fake can announce an address nobody
 // can reach, as servers behind NAT do.

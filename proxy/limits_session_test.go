@@ -162,9 +162,7 @@ func TestDataStall(t *testing.T) {
 	defer close(release)
 	fs := newFakeServer(t, func(f *fakeConn) {
 		f.Send("220 ready")
-		f.Expect("PASV")
-		l := f.Passive()
-		f.Send(l.PASVReply("127,0,0,1"))
+		l := f.AnswerPASV("127,0,0,1")
 		f.Expect("RETR")
 		dc := l.Accept()
 		f.Send("150 Opening data connection.")
