@@ -48,7 +48,26 @@ func (s *session) cmdUSER(cmd rewrite.Command) {
 
 func (s *session) cmdQUIT(cmd rewrite.Command) {
 	s.quitting = true
+	if s.upstreamStuck() {
+		// The upstream still works on a command the proxy has already
+		// answered (it waits for a data connection that will not come)
+		// and would answer QUIT only after that: say goodbye here.
+		s.writeClientLine("221 Goodbye.")
+		s.end("quit")
+		return
+	}
 	s.forward(cmd, &pending{cmd: cmd})
+}
+
+// upstreamStuck reports whether every reply still due from the upstream
+// belongs to a command the proxy has answered itself.
+func (s *session) upstreamStuck() bool {
+	for _, p := range s.queue {
+		if !p.answered {
+			return false
+		}
+	}
+	return len(s.queue) > 0
 }
 
 // cmdRefuseTLS answers AUTH TLS and AUTH SSL: the proxy does not offer TLS

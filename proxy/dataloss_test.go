@@ -75,6 +75,25 @@ func deadDataServer(late <-chan struct{}, sawRETR chan<- bool) func(*fakeConn) {
 // RETR is answered by the proxy and never forwarded) or after it (the
 // proxy answers, and drops the upstream's late reply).
 func TestDataChannelLost(t *testing.T) {
+	t.Run("QUIT while the upstream still waits", func(t *testing.T) {
+		checkFDs(t)
+		late := make(chan struct{})
+		defer close(late)
+		sawRETR := make(chan bool, 1)
+		fs := newFakeServer(t, deadDataServer(late, sawRETR))
+		e := startProxy(t, fs.addr(), proxyOpts{})
+		c := dialLogin(t, e.addr)
+		c.Cmd("USER a", 230)
+		pasv := c.PASV()
+		c.Send("RETR f")
+		<-sawRETR
+		dc := c.DialData(pasv)
+		c.Expect(425)
+		dc.Close()
+		// The upstream is still in its RETR: the proxy says goodbye itself.
+		c.Cmd("QUIT", 221)
+		c.ExpectEOF()
+	})
 	for _, retrFirst := range []bool{false, true} {
 		t.Run(map[bool]string{false: "before RETR", true: "after RETR"}[retrFirst], func(t *testing.T) {
 			checkFDs(t)
