@@ -37,6 +37,9 @@ done
 bindir="$(mktemp -d "/tmp/ftpproxy-$suite-bin.XXXXXX")"
 ns="ftpproxy-faults-$$"
 cleanup() {
+  # Whatever still runs in the namespace is this run's (a server's session
+  # process can outlive a killed server): stop it by PID first.
+  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$bindir"
 }
