@@ -627,20 +627,7 @@ func runConcurrent(ctx context.Context, g *group, srv *peers.Server, fc peers.Ft
 		if err != nil {
 			return err
 		}
-		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != n {
-			return fmt.Errorf("%d sessions reported, want %d", len(lines), n)
-		}
-		for _, l := range lines {
-			name, sum, ok := strings.Cut(l, " ")
-			if !ok {
-				return fmt.Errorf("bad line %q", l)
-			}
-			if err := peers.SameContent(srv.Path(name), 1<<20, sum); err != nil {
-				return fmt.Errorf("server side: %w", err)
-			}
-		}
-		return nil
+		return srv.CheckConcurrent(out, n, 1<<20)
 	})
 }
 

@@ -423,3 +423,23 @@ AllowStoreRestart on
 AllowRetrieveRestart on
 `, s.Port, s.Host, s.Dir, passwd, group, s.PasvLo, s.PasvHi)
 }
+
+// CheckConcurrent checks the output of Ftplib.Concurrent against the
+// server's disk: one "name sha256" line per session, each naming a file
+// of size bytes on the server with that content.
+func (s *Server) CheckConcurrent(out string, n int, size int64) error {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != n {
+		return fmt.Errorf("%d sessions reported, want %d", len(lines), n)
+	}
+	for _, l := range lines {
+		name, sum, ok := strings.Cut(l, " ")
+		if !ok {
+			return fmt.Errorf("bad line %q", l)
+		}
+		if err := SameContent(s.Path(name), size, sum); err != nil {
+			return fmt.Errorf("server side: %w", err)
+		}
+	}
+	return nil
+}
