@@ -10,10 +10,13 @@
 //	line, err := lr.ReadLine()           // without CRLF; bounded by max
 //	cmd, err := rewrite.ParseCommand(rewrite.StripTelnet(line))
 //	log.Print(cmd.Redacted())            // "PASS ****"
+//	_, err = server.Write(cmd.AppendWire(buf[:0])) // 0xFF escaped again, CRLF
 //
-// Relaying a server's reply as it arrives, in bounded chunks:
+// Relaying a server's reply as it arrives, in chunks bounded in lines and
+// bytes:
 //
 //	rr := rewrite.NewReplyReader(rewrite.NewLineReader(server, 4096), 64, 100000)
+//	rr.SetChunkBytes(64 << 10)
 //	for {
 //		r, err := rr.ReadReply()
 //		if err != nil {

@@ -28,35 +28,44 @@ const (
 //
 // A family other than 1 or 2 is ErrFamily (the server answers 522), an
 // address that does not fit its family is ErrAddress, a port outside
-// 1..65535 is ErrPort, anything else malformed is ErrSyntax.
+// 1..65535 is ErrPort, anything else malformed is ErrSyntax. Errors say
+// which field is wrong but never quote arg, which comes from a client.
 func ParseEPRT(arg string) (netip.AddrPort, error) {
 	s := strings.Trim(arg, " ")
-	if len(s) < 2 || s[0] < 33 || s[0] > 126 || s[len(s)-1] != s[0] {
-		return netip.AddrPort{}, eprtSyntax(arg)
+	if len(s) < 2 {
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT argument too short, want <d>family<d>address<d>port<d>", ErrSyntax)
+	}
+	if s[0] < 33 || s[0] > 126 {
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT delimiter %#02x is not a byte from 33 to 126", ErrSyntax, s[0])
+	}
+	if s[len(s)-1] != s[0] {
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT argument does not end with its delimiter", ErrSyntax)
 	}
 	d := s[0]
-	family, rest, ok1 := strings.Cut(s[1:len(s)-1], string(d))
-	host, portText, ok2 := strings.Cut(rest, string(d))
-	if !ok1 || !ok2 || strings.IndexByte(portText, d) >= 0 {
-		return netip.AddrPort{}, eprtSyntax(arg)
+	inner := s[1 : len(s)-1]
+	if n := strings.Count(inner, string(d)) + 1; n != 3 {
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT argument has %d fields, want 3", ErrSyntax, n)
 	}
+	family, rest, _ := strings.Cut(inner, string(d))
+	host, portText, _ := strings.Cut(rest, string(d))
 	switch family {
 	case familyIPv4, familyIPv6:
 	default:
 		if _, ok := decimal(family); ok {
-			return netip.AddrPort{}, fmt.Errorf("%w: EPRT family %q", ErrFamily, family)
+			return netip.AddrPort{}, fmt.Errorf("%w: EPRT network protocol is neither 1 nor 2", ErrFamily)
 		}
-		return netip.AddrPort{}, eprtSyntax(arg)
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT network protocol is not a number", ErrSyntax)
 	}
+	// netip's errors quote their input, so they are not passed on.
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address %q", ErrAddress, prefix([]byte(host), 64))
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address is not an IP address literal", ErrAddress)
 	}
 	if addr.Zone() != "" {
-		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address %q has a zone", ErrAddress, prefix([]byte(host), 64))
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address has a zone", ErrAddress)
 	}
 	if (family == familyIPv4) != addr.Is4() {
-		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address %s is not of family %s", ErrAddress, addr, family)
+		return netip.AddrPort{}, fmt.Errorf("%w: EPRT address is not of network protocol %s", ErrAddress, family)
 	}
 	port, err := parsePort(portText)
 	if err != nil {
@@ -65,18 +74,15 @@ func ParseEPRT(arg string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(addr, port), nil
 }
 
-func eprtSyntax(arg string) error {
-	return fmt.Errorf("%w: EPRT argument %q", ErrSyntax, prefix([]byte(arg), 64))
-}
-
-// parsePort parses a decimal TCP port as it appears in EPRT and EPSV.
+// parsePort parses a decimal TCP port as it appears in EPRT and EPSV. Its
+// errors do not quote s, which may come from a client's EPRT command.
 func parsePort(s string) (uint16, error) {
 	n, ok := decimal(s)
 	if !ok {
-		return 0, fmt.Errorf("%w: port %q", ErrSyntax, prefix([]byte(s), 16))
+		return 0, fmt.Errorf("%w: port is not a decimal number", ErrSyntax)
 	}
 	if n == 0 || n > 65535 {
-		return 0, fmt.Errorf("%w: port %q out of range 1-65535", ErrPort, prefix([]byte(s), 16))
+		return 0, fmt.Errorf("%w: port out of range 1-65535", ErrPort)
 	}
 	return uint16(n), nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -59,6 +60,38 @@ func TestParseEPRT(t *testing.T) {
 		}
 		if tt.arg[1] == '2' && !got.Addr().Is6() {
 			t.Errorf("ParseEPRT(%q) returned non-IPv6 %v for family 2", tt.arg, got)
+		}
+	}
+}
+
+// TestParseEPRTErrorsQuoteNothing checks that errors about a client's EPRT
+// argument, which get logged, name the field at fault without quoting any
+// of it: "qzwxjv" or its digits "987" stand where a secret could be.
+func TestParseEPRTErrorsQuoteNothing(t *testing.T) {
+	tests := []struct {
+		arg, want string
+	}{
+		{"q", "EPRT argument too short, want <d>family<d>address<d>port<d>"},
+		{"\x7fqzwxjv\x7f", "EPRT delimiter 0x7f is not a byte from 33 to 126"},
+		{"|1|qzwxjv|1", "EPRT argument does not end with its delimiter"},
+		{"|1|qzwxjv|", "EPRT argument has 2 fields, want 3"},
+		{"|1|qzwxjv|1|2|", "EPRT argument has 4 fields, want 3"},
+		{"|987|1.2.3.4|1|", "EPRT network protocol is neither 1 nor 2"},
+		{"|qzwxjv|1.2.3.4|1|", "EPRT network protocol is not a number"},
+		{"|1|qzwxjv|1|", "EPRT address is not an IP address literal"},
+		{"|2|fe80::1%qzwxjv|1|", "EPRT address has a zone"},
+		{"|1|::987|1|", "EPRT address is not of network protocol 1"},
+		{"|1|1.2.3.4|qzwxjv|", "port is not a decimal number"},
+		{"|1|1.2.3.4|98765|", "port out of range 1-65535"},
+	}
+	for _, tt := range tests {
+		_, err := ParseEPRT(tt.arg)
+		if err == nil {
+			t.Errorf("ParseEPRT(%q) succeeded", tt.arg)
+			continue
+		}
+		if msg := err.Error(); !strings.HasSuffix(msg, ": "+tt.want) || leaks(msg, "qzwxjv") || strings.Contains(msg, "987") {
+			t.Errorf("ParseEPRT(%q) error = %q, want it to end in %q and quote nothing", tt.arg, msg, tt.want)
 		}
 	}
 }

@@ -28,8 +28,12 @@ func ParseEPSVReply(text string) (uint16, error) {
 		if end < 0 {
 			continue // no group can follow either; the next round ends it
 		}
-		if port, ok := epsvGroup(s[:end]); ok {
-			return parsePort(port)
+		if digits, ok := epsvGroup(s[:end]); ok {
+			port, err := parsePort(digits)
+			if err != nil {
+				return 0, fmt.Errorf("%w in 229 reply %q", err, prefix([]byte(text), 64))
+			}
+			return port, nil
 		}
 	}
 }

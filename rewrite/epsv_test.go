@@ -3,6 +3,7 @@ package rewrite
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -42,6 +43,18 @@ func TestParseEPSVReply(t *testing.T) {
 		if checkErr(t, fmt.Sprintf("ParseEPSVReply(%q)", tt.text), err, tt.wantErr) && got != tt.want {
 			t.Errorf("ParseEPSVReply(%q) = %d, want %d", tt.text, got, tt.want)
 		}
+	}
+}
+
+// TestParseEPSVReplyErrorQuotesReply checks that a port out of range in a
+// 229 reply is reported with the reply, which comes from the server; the
+// shared port check itself quotes nothing, as EPRT ports come from clients.
+func TestParseEPSVReplyErrorQuotesReply(t *testing.T) {
+	const text = "229 Entering Extended Passive Mode (|||70000|)"
+	_, err := ParseEPSVReply(text)
+	want := `port out of range 1-65535 in 229 reply "` + text + `"`
+	if !errors.Is(err, ErrPort) || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("ParseEPSVReply(%q) error = %v, want ErrPort ending in %s", text, err, want)
 	}
 }
 

@@ -4,6 +4,12 @@ import "errors"
 
 // Sentinel errors. Functions wrap them with %w and add detail, so test with
 // errors.Is, not ==.
+//
+// The detail never quotes what a client sent (a command line, PORT or EPRT
+// argument): callers log errors, and a line that fails to parse may hold a
+// password ("PASS:secret"). It names the fault and its offset instead.
+// Replies from a server carry no client secrets and are quoted, cut by
+// prefix.
 var (
 	// ErrSyntax reports a malformed PORT/EPRT argument or PASV/EPSV reply.
 	ErrSyntax = errors.New("rewrite: syntax error")
@@ -25,8 +31,8 @@ var (
 	ErrBadCommand = errors.New("rewrite: malformed command")
 )
 
-// prefix returns at most n bytes of b, for quoting in error messages
-// without copying an attacker-sized line into them.
+// prefix returns at most n bytes of b, for quoting a server's reply in an
+// error message without copying an attacker-sized line into it.
 func prefix(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[:n]

@@ -2,11 +2,18 @@ package rewrite
 
 import "strings"
 
-// hiddenFeatures are the FEAT features of TLS (RFC 4217 section 6 lists
-// AUTH, PBSZ and PROT; CCC is RFC 4217 section 13). The proxy does not offer
-// TLS yet, so announcing them on the server's behalf would lead clients
-// into an AUTH TLS the proxy cannot carry through.
-var hiddenFeatures = [...]string{"AUTH", "PBSZ", "PROT", "CCC"}
+// hiddenFeatures are FEAT features the proxy cannot carry through, so
+// announcing them on the server's behalf would lead clients into commands
+// that fail:
+//
+//   - AUTH, PBSZ and PROT (RFC 4217 section 6) and CCC (RFC 4217
+//     section 13), the features of TLS, which the proxy does not offer yet;
+//   - MODE, announced by servers for transfer modes beyond stream mode,
+//     such as "MODE Z" (deflate), while the proxy refuses every mode but S
+//     (RFC 959 section 3.4). Stream mode needs no announcement (RFC 959
+//     section 5.1 makes it part of the minimum implementation), so the
+//     whole line goes, whatever modes it lists.
+var hiddenFeatures = [...]string{"AUTH", "PBSZ", "PROT", "CCC", "MODE"}
 
 // HideFeature reports whether a line of a 211 reply to FEAT (RFC 2389
 // section 3.2) announces a feature that must be hidden from the client.

@@ -44,18 +44,19 @@ func digitsAt(s string, i int) int {
 
 // scanSix reads six comma-separated decimal numbers at the start of s and
 // returns them with the number of bytes they take. ok is false if s does
-// not start that way.
+// not start that way; n is then the offset where a digit or comma was
+// missing, for error messages that must not quote s.
 func scanSix(s string) (v [6]int, n int, ok bool) {
 	for k := range v {
 		if k > 0 {
 			if n >= len(s) || s[n] != ',' {
-				return v, 0, false
+				return v, n, false
 			}
 			n++
 		}
 		d := digitsAt(s, n)
 		if d == 0 {
-			return v, 0, false
+			return v, n, false
 		}
 		v[k], _ = decimal(s[n : n+d])
 		n += d
@@ -63,16 +64,18 @@ func scanSix(s string) (v [6]int, n int, ok bool) {
 	return v, n, true
 }
 
-// sixToAddrPort checks the values of a host-port and converts them.
+// sixToAddrPort checks the values of a host-port and converts them. Its
+// errors name the field but not its value, which may come from a client's
+// PORT command.
 func sixToAddrPort(v [6]int) (netip.AddrPort, error) {
 	for k, x := range v[:4] {
 		if x > 255 {
-			return netip.AddrPort{}, fmt.Errorf("%w: octet h%d is %d, above 255", ErrAddress, k+1, x)
+			return netip.AddrPort{}, fmt.Errorf("%w: octet h%d above 255", ErrAddress, k+1)
 		}
 	}
 	for k, x := range v[4:] {
 		if x > 255 {
-			return netip.AddrPort{}, fmt.Errorf("%w: byte p%d is %d, above 255", ErrPort, k+1, x)
+			return netip.AddrPort{}, fmt.Errorf("%w: byte p%d above 255", ErrPort, k+1)
 		}
 	}
 	port := v[4]<<8 | v[5]

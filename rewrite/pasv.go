@@ -35,7 +35,11 @@ func ParsePASVReply(text string) (netip.AddrPort, error) {
 			if i > 0 && s[i-1] == '-' {
 				return netip.AddrPort{}, fmt.Errorf("%w: negative number in 227 reply %q", ErrSyntax, prefix([]byte(text), 64))
 			}
-			return sixToAddrPort(v)
+			ap, err := sixToAddrPort(v)
+			if err != nil {
+				return netip.AddrPort{}, fmt.Errorf("%w in 227 reply %q", err, prefix([]byte(text), 64))
+			}
+			return ap, nil
 		}
 		i = end
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -50,6 +51,19 @@ func TestParsePASVReply(t *testing.T) {
 		if got.String() != tt.want {
 			t.Errorf("ParsePASVReply(%q) = %v, want %v", tt.text, got, tt.want)
 		}
+	}
+}
+
+// TestParsePASVReplyErrorQuotesReply checks that a bad value in a 227
+// reply is reported with the reply, which comes from the server and is
+// what an operator needs to see; the shared host-port check itself quotes
+// nothing, as PORT arguments come from clients.
+func TestParsePASVReplyErrorQuotesReply(t *testing.T) {
+	const text = "227 Entering Passive Mode (10,0,0,1000,4,1)."
+	_, err := ParsePASVReply(text)
+	want := `octet h4 above 255 in 227 reply "` + text + `"`
+	if !errors.Is(err, ErrAddress) || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("ParsePASVReply(%q) error = %v, want ErrAddress ending in %s", text, err, want)
 	}
 }
 

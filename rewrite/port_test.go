@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -57,6 +58,33 @@ func TestParsePORT(t *testing.T) {
 		}
 		if got.String() != tt.want {
 			t.Errorf("ParsePORT(%q) = %v, want %v", tt.arg, got, tt.want)
+		}
+	}
+}
+
+// TestParsePORTErrorsQuoteNothing checks that errors about a client's PORT
+// argument, which get logged, point at the fault without quoting the
+// argument (digits here, which the messages use only as offsets).
+func TestParsePORTErrorsQuoteNothing(t *testing.T) {
+	tests := []struct {
+		arg, want string
+	}{
+		{"", "PORT argument ends at offset 0, want h1,h2,h3,h4,p1,p2"},
+		{"  987,654", "PORT argument ends at offset 9, want h1,h2,h3,h4,p1,p2"},
+		{"987,654 ", "PORT argument ends at offset 7, want h1,h2,h3,h4,p1,p2"},
+		{"987,654,x", "PORT argument has byte 0x78 at offset 8, want h1,h2,h3,h4,p1,p2"},
+		{" 98,76,54,32,19,87,65", "PORT argument has byte 0x2c at offset 18, want h1,h2,h3,h4,p1,p2"},
+		{"98,76,54,987,1,1", "octet h4 above 255"},
+		{"98,76,54,32,987,1", "byte p1 above 255"},
+	}
+	for _, tt := range tests {
+		_, err := ParsePORT(tt.arg)
+		if err == nil {
+			t.Errorf("ParsePORT(%q) succeeded", tt.arg)
+			continue
+		}
+		if msg := err.Error(); !strings.HasSuffix(msg, ": "+tt.want) || strings.Contains(msg, "987") {
+			t.Errorf("ParsePORT(%q) error = %q, want it to end in %q and quote nothing", tt.arg, msg, tt.want)
 		}
 	}
 }

@@ -32,8 +32,9 @@ func (r Reply) Final() bool {
 //
 // So that the proxy relays a huge multi-line reply as it arrives with
 // bounded memory, ReadReply returns at most chunkLines lines per call and
-// sets More when the reply goes on. A reply of more than maxLines lines in
-// all fails with ErrReplyTooLong.
+// sets More when the reply goes on. Since every line may be as long as the
+// LineReader allows, SetChunkBytes bounds a chunk's bytes as well. A reply
+// of more than maxLines lines in all fails with ErrReplyTooLong.
 //
 // Lines are sanitised: NUL bytes, stray CR bytes and Telnet commands inside
 // a line are removed, so a hostile server cannot inject line breaks (or C string ends)
@@ -41,6 +42,7 @@ func (r Reply) Final() bool {
 type ReplyReader struct {
 	lr         *LineReader
 	chunkLines int
+	chunkBytes int // 0: no byte bound
 	maxLines   int
 
 	// State of a multi-line reply that spans chunks.
@@ -55,6 +57,17 @@ type ReplyReader struct {
 // Values below 1 are taken as 1.
 func NewReplyReader(lr *LineReader, chunkLines, maxLines int) *ReplyReader {
 	return &ReplyReader{lr: lr, chunkLines: max(chunkLines, 1), maxLines: max(maxLines, 1)}
+}
+
+// SetChunkBytes bounds the bytes of a chunk as well as its lines: a chunk
+// of a multi-line reply also ends, with More set, as soon as its lines add
+// up to n bytes or more (line endings not counted). A chunk then holds less
+// than n plus the LineReader's maxLen bytes, however long its lines are. A
+// single line is never split, so a chunk has at least one line. n <= 0
+// removes the byte bound, which is how a ReplyReader starts. The bound
+// applies from the next call to ReadReply.
+func (rr *ReplyReader) SetChunkBytes(n int) {
+	rr.chunkBytes = max(n, 0)
 }
 
 // ReadReply returns the next chunk of the reply being read, or the first
@@ -91,7 +104,11 @@ func (rr *ReplyReader) ReadReply() (Reply, error) {
 // continueReply adds lines of the current multi-line reply to lines until
 // the reply ends or the chunk is full.
 func (rr *ReplyReader) continueReply(lines []string) (Reply, error) {
-	for len(lines) < rr.chunkLines {
+	size := 0
+	for _, l := range lines {
+		size += len(l)
+	}
+	for !rr.chunkFull(len(lines), size) {
 		line, err := rr.lr.ReadLine()
 		if err != nil {
 			return Reply{}, err
@@ -100,13 +117,21 @@ func (rr *ReplyReader) continueReply(lines []string) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: more than %d", ErrReplyTooLong, rr.maxLines)
 		}
 		rr.lines++
-		lines = append(lines, sanitize(line))
+		l := sanitize(line)
+		lines = append(lines, l)
+		size += len(l)
 		if rr.isLast(line) {
 			rr.inReply = false
 			return Reply{Code: rr.code, Lines: lines}, nil
 		}
 	}
 	return Reply{Code: rr.code, Lines: lines, More: true}, nil
+}
+
+// chunkFull reports whether a chunk of n lines and size bytes has reached
+// the line or the byte bound.
+func (rr *ReplyReader) chunkFull(n, size int) bool {
+	return n >= rr.chunkLines || rr.chunkBytes > 0 && size >= rr.chunkBytes
 }
 
 // isLast reports whether line ends the current multi-line reply: the same

@@ -16,11 +16,12 @@ func newTestReplyReader(input string, chunk, maxLines int) *ReplyReader {
 
 func TestReplyReader(t *testing.T) {
 	tests := []struct {
-		name    string
-		input   string
-		chunk   int
-		want    []Reply
-		wantErr error // after the replies in want
+		name       string
+		input      string
+		chunk      int // 0: 100
+		chunkBytes int // for SetChunkBytes
+		want       []Reply
+		wantErr    error // after the replies in want
 	}{
 		{
 			name:  "single",
@@ -80,6 +81,66 @@ func TestReplyReader(t *testing.T) {
 			},
 		},
 		{
+			name:       "byte bound",
+			input:      "214-aaaa\r\nbbbb\r\ncc\r\nd\r\n214 e\r\n",
+			chunkBytes: 10,
+			want: []Reply{
+				{Code: 214, Lines: []string{"214-aaaa", "bbbb"}, More: true},
+				{Code: 214, Lines: []string{"cc", "d", "214 e"}},
+			},
+		},
+		{
+			name:       "byte bound reached exactly",
+			input:      "214-a\r\n214 b\r\n",
+			chunkBytes: 5,
+			want: []Reply{
+				{Code: 214, Lines: []string{"214-a"}, More: true},
+				{Code: 214, Lines: []string{"214 b"}},
+			},
+		},
+		{
+			name:       "byte bound reached by the last line",
+			input:      "214-a\r\n214 bbbbbbbbbb\r\n200 ok\r\n",
+			chunkBytes: 6,
+			want: []Reply{
+				{Code: 214, Lines: []string{"214-a", "214 bbbbbbbbbb"}},
+				{Code: 200, Lines: []string{"200 ok"}},
+			},
+		},
+		{
+			// A line is never split: a chunk holds at least one.
+			name:       "lines longer than the byte bound",
+			input:      "214-0123456789\r\n0123456789\r\n214 0123456789\r\n",
+			chunkBytes: 3,
+			want: []Reply{
+				{Code: 214, Lines: []string{"214-0123456789"}, More: true},
+				{Code: 214, Lines: []string{"0123456789"}, More: true},
+				{Code: 214, Lines: []string{"214 0123456789"}},
+			},
+		},
+		{
+			name:       "single-line reply over the byte bound",
+			input:      "200 a long single line\r\n",
+			chunkBytes: 3,
+			want:       []Reply{{Code: 200, Lines: []string{"200 a long single line"}}},
+		},
+		{
+			name:       "line bound before byte bound",
+			input:      "214-a\r\nb\r\nc\r\n214 d\r\n",
+			chunk:      2,
+			chunkBytes: 1000,
+			want: []Reply{
+				{Code: 214, Lines: []string{"214-a", "b"}, More: true},
+				{Code: 214, Lines: []string{"c", "214 d"}},
+			},
+		},
+		{
+			name:       "negative byte bound is none",
+			input:      "214-aaaa\r\nbbbb\r\n214 c\r\n",
+			chunkBytes: -1,
+			want:       []Reply{{Code: 214, Lines: []string{"214-aaaa", "bbbb", "214 c"}}},
+		},
+		{
 			name:  "NUL and CR removed",
 			input: "220-a\x00b\r\nc\rd\r\r\n220 e\x00\r\n",
 			want:  []Reply{{Code: 220, Lines: []string{"220-ab", "cd", "220 e"}}},
@@ -129,6 +190,7 @@ func TestReplyReader(t *testing.T) {
 			chunk = 100
 		}
 		rr := newTestReplyReader(tt.input, chunk, 1000)
+		rr.SetChunkBytes(tt.chunkBytes)
 		for i, want := range tt.want {
 			got, err := rr.ReadReply()
 			if err != nil {
@@ -190,6 +252,56 @@ func TestReplyReaderHugeReply(t *testing.T) {
 	}
 }
 
+// TestReplyReaderChunkBytes reads a reply of long lines, as many as the
+// line bound allows in a chunk, and checks that the byte bound keeps each
+// chunk under chunkBytes plus one line.
+func TestReplyReaderChunkBytes(t *testing.T) {
+	const (
+		n          = 1000
+		maxLen     = 512
+		chunkLines = 64
+		chunkBytes = 4096
+	)
+	var b strings.Builder
+	b.WriteString("213-status\r\n")
+	for i := range n - 2 {
+		fmt.Fprintf(&b, " %d %s\r\n", i, strings.Repeat("x", i%maxLen))
+	}
+	b.WriteString("213 end\r\n")
+	rr := NewReplyReader(NewLineReader(strings.NewReader(b.String()), maxLen+10), chunkLines, n)
+	rr.SetChunkBytes(chunkBytes)
+	total, chunks := 0, 0
+	for {
+		r, err := rr.ReadReply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, l := range r.Lines {
+			size += len(l)
+		}
+		last := len(r.Lines[len(r.Lines)-1])
+		if len(r.Lines) > chunkLines || size-last >= chunkBytes {
+			t.Fatalf("chunk %d: %d lines, %d bytes before its last line", chunks, len(r.Lines), size-last)
+		}
+		if r.More && len(r.Lines) < chunkLines && size < chunkBytes {
+			t.Fatalf("chunk %d: ended at %d lines and %d bytes, under both bounds", chunks, len(r.Lines), size)
+		}
+		total += len(r.Lines)
+		chunks++
+		if !r.More {
+			break
+		}
+	}
+	if total != n {
+		t.Errorf("got %d lines, want %d", total, n)
+	}
+	// Without the byte bound the same reply comes in chunks of 64 lines.
+	if want := (n + chunkLines - 1) / chunkLines; chunks <= want {
+		t.Errorf("got %d chunks, want more than the %d of the line bound alone", chunks, want)
+	}
+}
+
 func TestReplyReaderTooManyLines(t *testing.T) {
 	// Exactly maxLines is fine.
 	rr := newTestReplyReader("211-a\r\nb\r\n211 c\r\n", 10, 3)
@@ -226,23 +338,36 @@ func TestReplyFinal(t *testing.T) {
 
 // FuzzReplyReader checks that, on any input, ReadReply never panics, keeps
 // codes in 100..599, never returns more than the chunk size, a line over
-// the line limit, or a NUL, CR or LF, and that chunks of one reply share
-// its code and a reply ends with a line of that code.
+// the line limit, or a NUL, CR or LF, that a chunk ends as soon as it
+// reaches the line or byte bound and not before unless its reply ends, and
+// that chunks of one reply share its code and a reply ends with a line of
+// that code. Errors between replies are skipped, as the proxy answers them
+// and reads on; an error inside a multi-line reply ends the check, as it
+// ends the proxy's connection.
 func FuzzReplyReader(f *testing.F) {
-	f.Add([]byte("220 ready\r\n"), 3)
-	f.Add([]byte("211-Features:\r\n EPSV\r\n211 End\r\n"), 2)
-	f.Add([]byte("220-hello\r\n230 not the end\r\n220 end\r\n"), 1)
-	f.Add([]byte("220-a\x00b\r\nc\rd\r\n220 e\r\n"), 5)
-	f.Add([]byte("hello\r\n200 ok"), 2)
-	f.Fuzz(func(t *testing.T, input []byte, chunk int) {
+	f.Add([]byte("220 ready\r\n"), 3, 0)
+	f.Add([]byte("211-Features:\r\n EPSV\r\n211 End\r\n"), 2, 0)
+	f.Add([]byte("220-hello\r\n230 not the end\r\n220 end\r\n"), 1, 0)
+	f.Add([]byte("220-a\x00b\r\nc\rd\r\n220 e\r\n"), 5, 0)
+	f.Add([]byte("hello\r\n200 ok"), 2, 0)
+	f.Add([]byte("214-aaaa\r\nbbbb\r\ncc\r\n214 d\r\n"), 7, 10)
+	f.Add([]byte("214-a\r\n214 b\r\n"), 7, 5)
+	f.Add([]byte("214-a\r\nb\r\n214 c\r\n"), 7, -3)
+	f.Fuzz(func(t *testing.T, input []byte, chunk, chunkBytes int) {
 		const maxLine, maxLines = 80, 20
 		chunk = 1 + abs(chunk%8)
+		chunkBytes %= 200 // 0 and below: no byte bound
 		rr := NewReplyReader(NewLineReader(bytes.NewReader(input), maxLine), chunk, maxLines)
+		rr.SetChunkBytes(chunkBytes)
 		inReply, code, lines := false, 0, 0
 		for range len(input) + 2 {
 			r, err := rr.ReadReply()
 			if err != nil {
-				if errors.Is(err, ErrBadReply) || errors.Is(err, ErrLineTooLong) {
+				// Between replies the reader stays usable; within a
+				// multi-line reply it is out of step with the server and
+				// the proxy closes the connection, so checking stops.
+				if (errors.Is(err, ErrBadReply) || errors.Is(err, ErrLineTooLong)) && !rr.inReply {
+					inReply = false
 					continue
 				}
 				return
@@ -263,10 +388,18 @@ func FuzzReplyReader(f *testing.F) {
 			if lines > maxLines {
 				t.Fatalf("reply of %d lines passed", lines)
 			}
+			size := 0
 			for _, l := range r.Lines {
 				if len(l) > maxLine || strings.ContainsAny(l, "\x00\r\n") {
 					t.Fatalf("bad line %q", l)
 				}
+				size += len(l)
+			}
+			if last := len(r.Lines[len(r.Lines)-1]); chunkBytes > 0 && size-last >= chunkBytes {
+				t.Fatalf("chunk %#v went on past %d bytes", r, chunkBytes)
+			}
+			if r.More && len(r.Lines) < chunk && (chunkBytes <= 0 || size < chunkBytes) {
+				t.Fatalf("chunk %#v ended under both bounds (%d lines, %d bytes)", r, chunk, chunkBytes)
 			}
 			if !r.More {
 				if last := r.Lines[len(r.Lines)-1]; last[:3] != fmt.Sprint(r.Code) {
