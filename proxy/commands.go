@@ -15,6 +15,11 @@ var commandHandlers map[string]func(*session, rewrite.Command)
 func init() {
 	commandHandlers = map[string]func(*session, rewrite.Command){
 		"USER": (*session).cmdUSER,
+		"PASS": (*session).cmdLogin,
+		"ACCT": (*session).cmdLogin,
+		"REIN": (*session).cmdREIN,
+		"FEAT": (*session).cmdFEAT,
+		"MODE": (*session).cmdMODE,
 		"QUIT": (*session).cmdQUIT,
 		"PASV": (*session).cmdPASV,
 		"EPSV": (*session).cmdEPSV,
@@ -43,55 +48,55 @@ var transferVerbs = map[string]direction{
 
 func (s *session) cmdUSER(cmd rewrite.Command) {
 	s.setUser(cmd.Arg)
-	s.forward(cmd, &pending{cmd: cmd})
+	s.open(&exchange{kind: kindLogin, cmd: cmd}, cmd)
+}
+
+func (s *session) cmdLogin(cmd rewrite.Command) {
+	s.open(&exchange{kind: kindLogin, cmd: cmd}, cmd)
+}
+
+func (s *session) cmdREIN(cmd rewrite.Command) {
+	s.open(&exchange{kind: kindREIN, cmd: cmd}, cmd)
+}
+
+func (s *session) cmdFEAT(cmd rewrite.Command) {
+	s.open(&exchange{kind: kindFEAT, cmd: cmd}, cmd)
 }
 
 func (s *session) cmdQUIT(cmd rewrite.Command) {
 	s.quitting = true
-	if s.upstreamStuck() {
-		// The upstream still works on a command the proxy has already
-		// answered (it waits for a data connection that will not come)
-		// and would answer QUIT only after that: say goodbye here.
-		s.writeClientLine("221 Goodbye.")
-		s.end("quit")
-		return
-	}
-	s.forward(cmd, &pending{cmd: cmd})
-}
-
-// upstreamStuck reports whether every reply still due from the upstream
-// belongs to a command the proxy has answered itself.
-func (s *session) upstreamStuck() bool {
-	for _, p := range s.queue {
-		if !p.answered {
-			return false
-		}
-	}
-	return len(s.queue) > 0
+	s.open(&exchange{kind: kindQuit, cmd: cmd}, cmd)
 }
 
 // cmdRefuseTLS answers AUTH TLS and AUTH SSL: the proxy does not offer TLS
 // yet, and passing AUTH on would start a TLS handshake it cannot follow.
 // Clients such as lftp carry on in plain FTP after this refusal.
 func (s *session) cmdRefuseTLS(cmd rewrite.Command) {
-	s.replyLocal(replyNoTLS)
+	s.answer(replyNoTLS)
 }
 
 func (s *session) cmdNotImplemented(cmd rewrite.Command) {
-	s.replyLocal("502 " + cmd.Verb + " is not implemented; use EPSV/EPRT or PASV/PORT.")
+	s.answer("502 " + cmd.Verb + " is not implemented; use EPSV/EPRT or PASV/PORT.")
 }
 
-// cmdABOR stops the data relay at once, so that no byte of the aborted file
-// reaches the client, and lets the upstream answer (426 then 226, or 225)
-// as RFC 959 section 4.1.3 describes.
+// cmdMODE passes on stream mode only. In block and compressed mode (RFC
+// 959 section 3.4) a data connection may outlive the transfer and the end
+// of a file is a marker, not the end of the connection, which the relay
+// waits for.
+func (s *session) cmdMODE(cmd rewrite.Command) {
+	if !eq(strings.TrimSpace(cmd.Arg), "S") {
+		s.answer("504 Only MODE S (stream) is supported through this proxy.")
+		return
+	}
+	s.open(&exchange{kind: kindRelay, cmd: cmd}, cmd)
+}
+
+// cmdABOR answers an ABOR that arrives when no transfer runs (one that
+// arrives during a transfer is handled at once, by abortTransfer): an
+// announced data channel is dropped, and the upstream is not involved.
 func (s *session) cmdABOR(cmd rewrite.Command) {
 	s.dropSetup()
-	for t := range s.xfers {
-		if t.claimed {
-			t.abort()
-		}
-	}
-	s.forward(cmd, &pending{cmd: cmd})
+	s.answer("225 No transfer to abort.")
 }
 
 // cmdTransfer forwards a transfer command and ties it to the data channel
@@ -100,24 +105,27 @@ func (s *session) cmdTransfer(cmd rewrite.Command, dir direction) {
 	if err := s.setupErr; err != nil && s.setup == nil {
 		s.setupErr = nil
 		s.log.Info().Err(err).Str("cmd", cmd.Verb).Msg("transfer refused: its data channel is gone")
-		s.replyLocal(replyFor(errDataFailed))
+		s.answer(replyFor(errDataFailed))
 		return
 	}
-	p := &pending{cmd: cmd}
-	if t := s.setup; t != nil {
-		s.setup = nil
-		t.claim(cmd.Verb, dir)
-		s.busy++
-		p.xfer = t
+	t := s.setup
+	if t == nil {
+		// No data channel: the upstream answers (425 or 503).
+		s.open(&exchange{kind: kindRelay, cmd: cmd}, cmd)
+		return
 	}
-	s.forward(cmd, p)
+	s.setup = nil
+	t.claim(cmd.Verb, dir)
+	s.open(&exchange{kind: kindTransfer, cmd: cmd, xfer: t}, cmd)
 }
 
-// dropSetup discards a data channel that no command has used.
+// dropSetup discards a data channel that no command has used, and gives
+// its port back at once.
 func (s *session) dropSetup() {
 	if t := s.setup; t != nil {
 		s.setup = nil
 		t.abort()
+		t.release()
 	}
 }
 

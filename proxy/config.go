@@ -46,6 +46,12 @@ type Config struct {
 	// data-connection source check. A peer outside them must not send one.
 	ProxyProtocolFrom []netip.Prefix
 
+	// ChainedProxies says the peers in ProxyProtocolFrom are ftpproxy
+	// instances in front of this one: a PORT or EPRT may then name the
+	// peer's own address, as a chained proxy in active mode does. Off by
+	// default: a client behind any other balancer could otherwise aim the
+	// proxy's data connection at the balancer host (an FTP bounce).
+	ChainedProxies bool
 	// ProxyHeaderTimeout bounds the wait for a PROXY header. Default 5s.
 	ProxyHeaderTimeout time.Duration
 
@@ -111,10 +117,13 @@ type Config struct {
 	// that stops reading cannot stall a session forever. Default 60s.
 	WriteTimeout time.Duration
 
-	// MaxLineLength is the longest command line accepted from a client and
-	// the longest reply line accepted from the upstream, without the line
-	// ending. Default 4096.
+	// MaxLineLength is the longest command line accepted from a client,
+	// without the line ending. Default 4096.
 	MaxLineLength int
+	// MaxReplyLineLength is the longest reply line accepted from the
+	// upstream, without the line ending: a 257 or a 250 to MLST names a
+	// path, quoted, and paths can be long. Default 16384.
+	MaxReplyLineLength int
 
 	// MaxReplyLines is the largest number of lines in one upstream reply.
 	// Default 100000.
@@ -143,6 +152,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLineLength <= 0 {
 		c.MaxLineLength = 4096
+	}
+	if c.MaxReplyLineLength <= 0 {
+		c.MaxReplyLineLength = 16384
 	}
 	if c.MaxReplyLines <= 0 {
 		c.MaxReplyLines = 100000

@@ -25,9 +25,9 @@ type dataRequest struct {
 func (s *session) cmdPASV(cmd rewrite.Command) {
 	switch {
 	case s.epsvAll:
-		s.replyLocal(replyFor(errAfterEPSVAll))
+		s.answer(replyFor(errAfterEPSVAll))
 	case !s.dialedAP.Addr().Is4():
-		s.replyLocal(replyFor(errPASVOverIPv6))
+		s.answer(replyFor(errPASVOverIPv6))
 	default:
 		s.prepareData(dataRequest{cmd: cmd, passive: true})
 	}
@@ -41,15 +41,15 @@ func (s *session) cmdEPSV(cmd rewrite.Command) {
 	switch {
 	case eq(arg, "ALL"):
 		s.epsvAll = true
-		s.replyLocal("200 EPSV ALL command successful.")
+		s.answer("200 EPSV ALL command successful.")
 		return
 	case arg == "":
 	case arg == "1" && s.dialedAP.Addr().Is4(), arg == "2" && s.dialedAP.Addr().Is6():
 	case arg == "1" || arg == "2":
-		s.replyLocal(s.familyReply())
+		s.answer(s.familyReply())
 		return
 	default:
-		s.replyLocal(replyFor(rewrite.ErrSyntax))
+		s.answer(replyFor(rewrite.ErrSyntax))
 		return
 	}
 	s.prepareData(dataRequest{cmd: cmd, passive: true, extended: true})
@@ -73,12 +73,12 @@ func (s *session) cmdEPRT(cmd rewrite.Command) { s.requestActive(cmd, rewrite.Pa
 
 func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.AddrPort, error), extended bool) {
 	if s.epsvAll {
-		s.replyLocal(replyFor(errAfterEPSVAll))
+		s.answer(replyFor(errAfterEPSVAll))
 		return
 	}
 	target, err := parse(strings.TrimSpace(cmd.Arg))
 	if errors.Is(err, rewrite.ErrFamily) {
-		s.replyLocal(s.familyReply())
+		s.answer(s.familyReply())
 		return
 	}
 	if err == nil {
@@ -92,17 +92,19 @@ func (s *session) requestActive(cmd rewrite.Command, parse func(string) (netip.A
 	}
 	if err != nil {
 		s.log.Warn().Err(err).Str("cmd", cmd.Redacted()).Msg("data address refused")
-		s.replyLocal(replyFor(err))
+		s.answer(replyFor(err))
 		return
 	}
 	s.prepareData(dataRequest{cmd: cmd, extended: extended, target: target})
 }
 
 // fromVia reports whether addr is the trusted proxy the session came
-// through: a chained ftpproxy in active mode names its own address, and it
-// is trusted to send only its client's data.
+// through, and that proxy is a chained ftpproxy: in active mode it names
+// its own address, and is trusted to send only its client's data. Any
+// other balancer's address is refused like any third host, or a client
+// could use the proxy to reach the balancer (an FTP bounce).
 func (s *session) fromVia(addr netip.Addr) bool {
-	return s.viaAP.IsValid() && addr == s.viaAP.Addr()
+	return s.cfg.ChainedProxies && s.viaAP.IsValid() && addr == s.viaAP.Addr()
 }
 
 // prepareData sets up the upstream's end of a data connection in the mode
@@ -110,8 +112,6 @@ func (s *session) fromVia(addr netip.Addr) bool {
 func (s *session) prepareData(req dataRequest) {
 	s.dropSetup()
 	s.setupErr = nil
-	p := &pending{cmd: req.cmd}
-	s.queue = append(s.queue, p)
 	passive := req.passive
 	switch s.cfg.UpstreamDataMode {
 	case DataModePassive:
@@ -123,95 +123,54 @@ func (s *session) prepareData(req dataRequest) {
 		// The upstream is asked in its own address family: EPSV over
 		// IPv6; over IPv4 EPSV if the client used an RFC 2428 command,
 		// with PASV as the fallback for an upstream that does not know it.
-		s.askUpstreamPassive(p, req, s.upAP.Addr().Is6() || (req.extended && !s.upNoEPSV))
-	} else {
-		s.askUpstreamActive(p, req)
+		epsv := s.upAP.Addr().Is6() || (req.extended && !s.upNoEPSV)
+		line := rewrite.Command{Verb: "PASV"}
+		if epsv {
+			line.Verb = "EPSV"
+		}
+		s.open(&exchange{kind: kindPassive, cmd: req.cmd, req: req, epsv: epsv}, line)
+		return
 	}
+	s.askUpstreamActive(req)
 }
 
-// askUpstreamPassive sends PASV or EPSV and, once the upstream has a port,
-// completes the client's end.
-func (s *session) askUpstreamPassive(p *pending, req dataRequest, epsv bool) {
-	if epsv {
-		s.sendUpstream("EPSV")
-	} else {
-		s.sendUpstream("PASV")
-	}
-	p.onFinal = func(r rewrite.Reply) bool {
-		if epsv && epsvRefused(r.Code) && s.upAP.Addr().Is4() {
-			s.log.Debug().Int("code", r.Code).Msg("upstream refused EPSV; asking with PASV")
-			s.upNoEPSV = true
-			s.askUpstreamPassive(p, req, false)
-			return false
-		}
-		if r.Code != 227 && r.Code != 229 {
-			s.writeClientReply(r.Lines) // the upstream said no (530, 425...): pass it on
-			return true
-		}
-		target, err := s.upstreamPassiveAddr(r, epsv)
-		if err != nil {
-			s.log.Warn().Err(err).Str("reply", clip(strings.Join(r.Lines, " "))).Msg("malformed passive reply from upstream")
-			s.writeClientLine("425 Can't open data connection: the server's passive reply was malformed.")
-			return true
-		}
-		s.completeData(req, endpoint{dialTo: target, dialFrom: s.upLocal.Addr()}, nil)
-		return true
-	}
-}
-
-// upstreamPassiveAddr reads the upstream's data address from its 227 or
-// 229 reply.
-func (s *session) upstreamPassiveAddr(r rewrite.Reply, sentEPSV bool) (netip.AddrPort, error) {
-	text := strings.Join(r.Lines, " ")
-	switch {
-	case sentEPSV && r.Code == 229:
-		port, err := rewrite.ParseEPSVReply(text)
+// upstreamPassiveAddr reads the upstream's data address from one line of
+// its 227 or 229 reply.
+func (s *session) upstreamPassiveAddr(line string, sentEPSV bool) (netip.AddrPort, error) {
+	if sentEPSV {
+		port, err := rewrite.ParseEPSVReply(line)
 		return netip.AddrPortFrom(s.upAP.Addr(), port), err
-	case !sentEPSV && r.Code == 227:
-		ap, err := rewrite.ParsePASVReply(text)
-		if err != nil {
-			return ap, err
-		}
-		if ap.Addr() == s.upAP.Addr() || s.cfg.UpstreamPASVAddress {
-			return ap, nil
-		}
-		// A server behind NAT often announces an address nobody else can
-		// reach; its control address is the one known to work.
-		s.log.Debug().Str("announced", ap.Addr().String()).Msg("upstream passive address differs from its control address; using the control address")
-		return netip.AddrPortFrom(s.upAP.Addr(), ap.Port()), nil
 	}
-	return netip.AddrPort{}, fmt.Errorf("%w: %d in answer to %s", rewrite.ErrBadReply, r.Code, map[bool]string{true: "EPSV", false: "PASV"}[sentEPSV])
+	ap, err := rewrite.ParsePASVReply(line)
+	if err != nil {
+		return ap, err
+	}
+	if ap.Addr() == s.upAP.Addr() || s.cfg.UpstreamPASVAddress {
+		return ap, nil
+	}
+	// A server behind NAT often announces an address nobody else can
+	// reach; its control address is the one known to work.
+	s.log.Debug().Str("announced", ap.Addr().String()).Msg("upstream passive address differs from its control address; using the control address")
+	return netip.AddrPortFrom(s.upAP.Addr(), ap.Port()), nil
 }
 
-// askUpstreamActive opens a listener on the proxy's upstream side, gives
-// the upstream its address with PORT or EPRT (in the upstream's family),
-// and once the upstream agrees, completes the client's end.
-func (s *session) askUpstreamActive(p *pending, req dataRequest) {
+// askUpstreamActive opens a listener on the proxy's upstream side and gives
+// the upstream its address with PORT or EPRT (in the upstream's family);
+// once the upstream agrees, the client's end is completed.
+func (s *session) askUpstreamActive(req dataRequest) {
 	up, err := s.listenEndpoint(s.upLocal.Addr(), s.cfg.ActivePorts, s.upAP.Addr())
 	if err != nil {
 		s.log.Warn().Err(err).Msg("cannot open a listener for the upstream's data connection")
-		p.local = replyFor(err)
-		s.flushLocal()
+		s.answer(replyFor(err))
 		return
 	}
-	p.listener = &up
 	ap := netip.AddrPortFrom(s.upLocal.Addr(), up.port)
-	line := "EPRT " + rewrite.FormatEPRT(ap)
+	line := rewrite.Command{Verb: "EPRT", Arg: rewrite.FormatEPRT(ap)}
 	if ap.Addr().Is4() {
 		arg, _ := rewrite.FormatPORT(ap) // cannot fail for IPv4
-		line = "PORT " + arg
+		line = rewrite.Command{Verb: "PORT", Arg: arg}
 	}
-	s.sendUpstream(line)
-	p.onFinal = func(r rewrite.Reply) bool {
-		p.listener = nil
-		if r.Code/100 != 2 {
-			up.close()
-			s.writeClientReply(r.Lines)
-			return true
-		}
-		s.completeData(req, up, r.Lines)
-		return true
-	}
+	s.open(&exchange{kind: kindActive, cmd: req.cmd, req: req, listener: &up}, line)
 }
 
 // completeData sets up the client's end once the upstream's is ready,

@@ -37,11 +37,14 @@ func TestProxyProtocolClientAddress(t *testing.T) {
 	c.Expect(220)
 	e.logs.waitFor(t, `"client":"127.0.0.9:40000"`, `"via":"127.0.0.1:`, "session opened")
 
-	// PORT may name the client from the header, or the trusted peer it
-	// came through (a chained proxy in active mode), and nobody else.
+	// PORT may name the client from the header and nobody else: not the
+	// balancer it came through either, or the proxy would open a data
+	// connection onto the balancer host for the client (an FTP bounce).
 	arg, _ := rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.8:5000"))
 	c.Cmd("PORT "+arg, 501)
 	arg, _ = rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.1:5000"))
+	c.Cmd("PORT "+arg, 501)
+	arg, _ = rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.9:5000"))
 	c.Cmd("PORT "+arg, 200)
 
 	pasv := c.PASV()
@@ -186,7 +189,10 @@ func TestChainedProxies(t *testing.T) {
 			file := randomBytes(t, 256<<10)
 			m := &miniFTP{files: map[string][]byte{"f": file}, pasvHost: "127,0,0,1"}
 			fs := newFakeServer(t, m.serve)
-			b := startProxy(t, fs.addr(), proxyOpts{config: trustLoopback})
+			b := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+				trustLoopback(c)
+				c.ChainedProxies = true
+			}})
 			a := startProxy(t, b.addr, proxyOpts{config: func(c *proxy.Config) { c.UpstreamProxyProtocol = 2 }})
 			c := dialLogin(t, a.addr)
 			client := c.c.LocalAddr().String()
@@ -215,6 +221,30 @@ func TestChainedProxies(t *testing.T) {
 			b.logs.waitFor(t, `"client":"`+client+`"`, `"message":"transfer"`)
 			c.Cmd("QUIT", 221)
 			c.ExpectEOF()
+		})
+	}
+}
+
+// With ChainedProxies, the peer in front is an ftpproxy: its own address
+// may stand in for the client in PORT, as a chained proxy in active mode
+// names itself.
+func TestChainedProxiesMayNameThemselves(t *testing.T) {
+	for _, chained := range []bool{false, true} {
+		t.Run(map[bool]string{false: "balancer", true: "chained ftpproxy"}[chained], func(t *testing.T) {
+			checkFDs(t)
+			fs := newFakeServer(t, (&miniFTP{}).serve)
+			e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+				trustLoopback(c)
+				c.ChainedProxies = chained
+			}})
+			c := dialProxy(t, e.addr)
+			c.SendRaw([]byte("PROXY TCP4 127.0.0.9 127.0.0.1 40000 21\r\n"))
+			c.Expect(220)
+			arg, _ := rewrite.FormatPORT(netip.MustParseAddrPort("127.0.0.1:5000"))
+			want := map[bool]int{false: 501, true: 200}[chained]
+			c.Cmd("PORT "+arg, want)
+			c.Cmd("EPRT |1|127.0.0.1|5000|", want)
+			c.Cmd("QUIT", 221)
 		})
 	}
 }

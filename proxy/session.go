@@ -37,44 +37,12 @@ type clientEvent struct {
 	fatal bool // the control connection is unusable
 }
 
-// replyEvent is one chunk of an upstream reply, or the error that ended the
-// upstream's control connection.
-type replyEvent struct {
-	reply rewrite.Reply
-	err   error
-}
-
-// pending is a command whose final reply the client has not seen yet.
-type pending struct {
-	cmd rewrite.Command
-
-	// local, if non-empty, is a reply the proxy makes itself: no upstream
-	// reply belongs to this entry.
-	local string
-
-	// greeting marks the upstream's 220 that opens the session.
-	greeting bool
-
-	// onFinal, if set, consumes the whole final reply and answers the client
-	// itself (PASV, EPSV, PORT, EPRT). It returns false when it has sent the
-	// upstream another command and waits for that reply (EPSV to PASV
-	// fallback).
-	onFinal func(rewrite.Reply) bool
-
-	// listener is the proxy's listener for the upstream's data connection
-	// while the upstream considers a PORT/EPRT; closed if the session ends.
-	listener *endpoint
-
-	// xfer is the data transfer a transfer command uses; its final reply is
-	// held until the data relay has delivered its last byte.
-	xfer     *transfer
-	answered bool // the proxy has answered instead of the upstream
-	holding  bool // a final reply is being held
-	complete bool // the held reply has arrived whole
-	heldCode int
-	held     []string
-}
-
+// session is one client's control connection and the upstream's. Its
+// state is guarded by mu and changed by whichever goroutine has news: the
+// client reader with a command, the upstream reader with a reply, a data
+// transfer that has ended, a timer. So a command and its reply cross no
+// goroutine hand-off on their way through the proxy, and the writes on
+// both control connections happen under mu, one at a time.
 type session struct {
 	srv *Server
 	cfg *Config
@@ -92,25 +60,35 @@ type session struct {
 	upAP     netip.AddrPort // the upstream's control address
 	upLocal  netip.AddrPort // the proxy's end of the upstream control connection
 
-	cmds     chan clientEvent
-	replies  chan replyEvent
-	xferDone chan *transfer
-	done     chan struct{}  // closed when the session loop ends
-	wg       sync.WaitGroup // readers and data transfers
+	wg      sync.WaitGroup // readers and data transfers
+	ended   chan struct{}  // closed when the session must end
+	endOnce sync.Once
 
-	queue    []*pending
-	setup    *transfer              // data channel announced, not yet claimed by a command
-	setupErr error                  // why the last announced data channel ended unclaimed
-	xfers    map[*transfer]struct{} // every transfer not yet reported done
-	busy     int                    // claimed transfers not yet done
-	closing  bool
-	quitting bool // QUIT was sent: the upstream closing is the normal end
-	saw421   bool // the upstream has said 421 itself
-	epsvAll  bool // the client sent EPSV ALL (RFC 2428 section 4)
-	upNoEPSV bool // the upstream refused EPSV: use PASV from now on
-	overlong int
-	user     string
-	loggedIn bool
+	mu         sync.Mutex
+	phase      phase
+	cur        *exchange // what the upstream is working on; nil when idle
+	inbox      []queued  // client commands waiting for cur to end
+	backlog    int       // bytes in inbox
+	skipping   bool      // the rest of an unsolicited reply is being dropped
+	setup      *transfer // data channel announced, not yet claimed by a command
+	setupErr   error     // why the last announced data channel ended unclaimed
+	xfers      map[*transfer]struct{}
+	closing    bool
+	quitting   bool // QUIT was sent: the upstream closing is the normal end
+	saw421     bool // the upstream has said 421 itself
+	epsvAll    bool // the client sent EPSV ALL (RFC 2428 section 4)
+	upNoEPSV   bool // the upstream refused EPSV: use PASV from now on
+	overlong   int
+	user       string
+	greetTimer *time.Timer
+	loginTimer *time.Timer
+	idleTimer  *time.Timer
+	active     time.Time // when the client last sent a command or a transfer ended
+
+	// Write deadlines of the control connections, renewed only when less
+	// than half of WriteTimeout is left, so that a command's way through
+	// the proxy does not reset a runtime timer twice.
+	clientWD, upWD time.Time
 
 	started             time.Time
 	commands, transfers int
@@ -127,10 +105,7 @@ func newSession(srv *Server, c net.Conn) *session {
 		client:   c,
 		clientAP: addrPortOf(c.RemoteAddr()),
 		localAP:  addrPortOf(c.LocalAddr()),
-		cmds:     make(chan clientEvent),
-		replies:  make(chan replyEvent),
-		xferDone: make(chan *transfer),
-		done:     make(chan struct{}),
+		ended:    make(chan struct{}),
 		xfers:    make(map[*transfer]struct{}),
 		started:  time.Now(),
 	}
@@ -190,58 +165,68 @@ func (s *session) serve() {
 		}
 	}
 
-	s.queue = append(s.queue, &pending{greeting: true})
+	s.mu.Lock()
+	s.cur = &exchange{kind: kindGreeting}
+	s.greetTimer = time.AfterFunc(s.cfg.GreetingTimeout, s.onGreetingTimeout)
+	s.loginTimer = time.AfterFunc(s.cfg.LoginTimeout, s.onLoginTimeout)
+	s.active = time.Now()
+	s.idleTimer = time.AfterFunc(s.cfg.IdleTimeout, s.onIdleTimeout)
+	s.mu.Unlock()
 	s.wg.Go(s.readCommands)
 	s.wg.Go(s.readReplies)
 
-	greet := time.NewTimer(s.cfg.GreetingTimeout)
-	defer greet.Stop()
-	idle := time.NewTimer(s.cfg.IdleTimeout)
-	defer idle.Stop()
-	login := time.NewTimer(s.cfg.LoginTimeout)
-	defer login.Stop()
-
-	for !s.closing {
-		// While the head of the queue is a completion reply held for its
-		// data relay, the replies after it wait in the reader: each belongs
-		// to a later command and must reach the client after the held one.
-		replies := s.replies
-		if len(s.queue) > 0 && s.queue[0].complete {
-			replies = nil
-		}
-		select {
-		case ev := <-s.cmds:
-			idle.Reset(s.cfg.IdleTimeout)
-			s.onCommand(ev)
-		case ev := <-replies:
-			s.onReply(ev)
-			if len(s.queue) == 0 || !s.queue[0].greeting {
-				greet.Stop()
-			}
-		case t := <-s.xferDone:
-			idle.Reset(s.cfg.IdleTimeout)
-			s.onTransferDone(t)
-		case <-greet.C:
-			if len(s.queue) > 0 && s.queue[0].greeting {
-				s.log.Warn().Dur("timeout", s.cfg.GreetingTimeout).Msg("upstream sent no greeting")
-				s.abortSession("greeting timeout", replyGreetTimeout)
-			}
-		case <-login.C:
-			if !s.loggedIn {
-				s.log.Info().Dur("timeout", s.cfg.LoginTimeout).Msg("no login in time")
-				s.abortSession("login timeout", replyLoginTimeout)
-			}
-		case <-idle.C:
-			if s.busy > 0 {
-				idle.Reset(s.cfg.IdleTimeout)
-				continue
-			}
-			s.log.Info().Dur("timeout", s.cfg.IdleTimeout).Msg("control connection idle")
-			s.abortSession("idle timeout", replyIdleTimeout)
-		case <-s.srv.force:
-			s.abortSession("proxy shutting down", replyShuttingDown)
-		}
+	select {
+	case <-s.ended:
+	case <-s.srv.force:
+		s.mu.Lock()
+		s.abortSession("proxy shutting down", replyShuttingDown)
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	s.greetTimer.Stop()
+	s.loginTimer.Stop()
+	s.idleTimer.Stop()
+	s.mu.Unlock()
+}
+
+// onGreetingTimeout, onLoginTimeout and onIdleTimeout are the session's
+// timers.
+func (s *session) onGreetingTimeout() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == phaseGreeting {
+		s.log.Warn().Dur("timeout", s.cfg.GreetingTimeout).Msg("upstream sent no greeting")
+		s.abortSession("greeting timeout", replyGreetTimeout)
+	}
+}
+
+func (s *session) onLoginTimeout() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase != phaseReady {
+		s.log.Info().Dur("timeout", s.cfg.LoginTimeout).Msg("no login in time")
+		s.abortSession("login timeout", replyLoginTimeout)
+	}
+}
+
+// onIdleTimeout closes a quiet control connection, but never while a
+// transfer runs: a long download keeps the control connection quiet.
+func (s *session) onIdleTimeout() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	if s.transferring() != nil {
+		s.idleTimer.Reset(s.cfg.IdleTimeout)
+		return
+	}
+	if left := s.cfg.IdleTimeout - time.Since(s.active); left > 0 {
+		s.idleTimer.Reset(left)
+		return
+	}
+	s.log.Info().Dur("timeout", s.cfg.IdleTimeout).Msg("control connection idle")
+	s.abortSession("idle timeout", replyIdleTimeout)
 }
 
 // readProxyHeader takes the client's address from the PROXY header a
@@ -266,19 +251,21 @@ func (s *session) readProxyHeader() bool {
 // finish closes both control connections, stops every data transfer and
 // waits for all the session's goroutines, then logs a summary.
 func (s *session) finish() {
-	close(s.done)
+	s.mu.Lock()
+	s.closing = true
 	for t := range s.xfers {
 		t.abort()
 	}
+	s.mu.Unlock()
 	s.client.Close()
 	if s.up != nil {
 		s.up.Close()
 	}
-	s.wg.Wait()
-	for _, p := range s.queue {
-		if p.listener != nil {
-			p.listener.close()
-		}
+	s.wg.Wait() // transfers report under mu: not held here
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if x := s.cur; x != nil && x.listener != nil {
+		x.listener.close()
 	}
 	for t := range s.xfers {
 		t.release() // transfers whose goroutine never started
@@ -298,21 +285,22 @@ func (s *session) abortSession(reason, reply string) {
 	if s.closing {
 		return
 	}
-	s.endReason = reason
 	s.writeClientLine(reply)
-	s.closing = true
+	s.end(reason)
 }
 
+// end marks the session over; serve then tears it down.
 func (s *session) end(reason string) {
 	if !s.closing {
 		s.endReason = reason
 		s.closing = true
 	}
+	s.endOnce.Do(func() { close(s.ended) })
 }
 
 // readCommands reads command lines from the client until its connection
-// ends. Telnet sequences (IAC IP, IAC DM of an ABOR) are removed here, so
-// the session sees plain commands.
+// ends, and hands each to the session. Telnet sequences (IAC IP, IAC DM of
+// an ABOR) are removed here, so the session sees plain commands.
 func (s *session) readCommands() {
 	lr := rewrite.NewLineReader(s.client, s.cfg.MaxLineLength)
 	var sniff proxyHeaderSniffer
@@ -333,35 +321,50 @@ func (s *session) readCommands() {
 			}
 			ev.cmd, ev.err = rewrite.ParseCommand(line)
 		}
-		select {
-		case s.cmds <- ev:
-		case <-s.done:
-			return
-		}
-		if ev.fatal {
+		s.mu.Lock()
+		s.onCommand(ev)
+		closing := s.closing
+		s.mu.Unlock()
+		if closing || ev.fatal {
 			return
 		}
 	}
 }
 
-// readReplies reads replies from the upstream until its connection ends.
+// readReplies reads replies from the upstream until its connection ends,
+// and hands each chunk to the session.
 func (s *session) readReplies() {
-	rr := rewrite.NewReplyReader(rewrite.NewLineReader(s.up, s.cfg.MaxLineLength), 64, s.cfg.MaxReplyLines)
+	lr := rewrite.NewLineReader(s.up, s.cfg.MaxReplyLineLength)
+	rr := rewrite.NewReplyReader(lr, replyChunkLines, s.cfg.MaxReplyLines)
+	rr.SetChunkBytes(replyChunkBytes)
 	for {
 		r, err := rr.ReadReply()
-		select {
-		case s.replies <- replyEvent{reply: r, err: err}:
-		case <-s.done:
-			return
-		}
+		s.mu.Lock()
 		if err != nil {
+			s.onUpstreamError(err)
+		} else {
+			s.onReply(r)
+		}
+		closing := s.closing
+		s.mu.Unlock()
+		if closing || err != nil {
 			return
 		}
 	}
 }
+
+// A long multi-line reply is read and relayed in chunks of at most this
+// many lines or bytes, so it never sits in memory whole.
+const (
+	replyChunkLines = 64
+	replyChunkBytes = 64 << 10
+)
 
 // onCommand handles one event from the client.
 func (s *session) onCommand(ev clientEvent) {
+	if s.closing {
+		return
+	}
 	if ev.err != nil {
 		switch {
 		case errors.Is(ev.err, errUntrustedProxyHeader):
@@ -381,175 +384,32 @@ func (s *session) onCommand(ev clientEvent) {
 				s.abortSession("overlong commands", replyTooManyLong)
 				return
 			}
-			s.replyLocal(replyFor(ev.err))
+			s.enqueue(queued{local: replyFor(ev.err)})
 		default:
 			s.log.Warn().Err(ev.err).Msg("malformed command")
-			s.replyLocal(replyFor(ev.err))
+			s.enqueue(queued{local: replyFor(ev.err)})
 		}
 		return
 	}
 	s.commands++
 	cmd := ev.cmd
-	s.log.Debug().Str("cmd", cmd.Redacted()).Msg("command")
-	if h := commandHandlers[cmd.Verb]; h != nil {
-		h(s, cmd)
-		return
+	if e := s.log.Debug(); e.Enabled() {
+		e.Str("cmd", cmd.Redacted()).Msg("command")
 	}
-	if dir, ok := transferVerbs[cmd.Verb]; ok {
-		s.cmdTransfer(cmd, dir)
-		return
-	}
-	s.forward(cmd, &pending{cmd: cmd})
-}
-
-// forward sends cmd to the upstream and queues p for its reply.
-func (s *session) forward(cmd rewrite.Command, p *pending) {
-	s.sendUpstream(cmd.String())
-	s.queue = append(s.queue, p)
-}
-
-// replyLocal queues a reply made by the proxy behind the replies still due
-// from the upstream, and sends it as soon as it is at the head.
-func (s *session) replyLocal(line string) {
-	s.queue = append(s.queue, &pending{local: line})
-	s.flushLocal()
-}
-
-// flushLocal sends the proxy's own replies that have reached the head of
-// the queue.
-func (s *session) flushLocal() {
-	for len(s.queue) > 0 && s.queue[0].local != "" {
-		s.writeClientLine(s.queue[0].local)
-		s.pop()
-	}
-}
-
-func (s *session) pop() {
-	s.queue[0] = nil
-	s.queue = s.queue[1:]
-}
-
-// onReply handles one chunk of an upstream reply.
-func (s *session) onReply(ev replyEvent) {
-	if ev.err != nil {
-		s.onUpstreamError(ev.err)
-		return
-	}
-	r := ev.reply
-	if r.Code == 421 {
-		s.saw421 = true
-	}
-	if len(s.queue) == 0 || s.queue[0].local != "" {
-		// Unsolicited (a 421 before closing, say): pass it on.
-		s.writeClientReply(r.Lines)
-		return
-	}
-	p := s.queue[0]
-	switch {
-	case p.answered:
-		// The proxy has already answered this command (its data
-		// connection failed); the upstream's late replies to it are
-		// dropped so the client sees one answer per command.
-		s.log.Debug().Int("code", r.Code).Msg("upstream reply to an answered command dropped")
-		if r.Final() && !r.More {
-			s.pop()
-			s.flushLocal()
-		}
-	case p.greeting:
-		s.writeClientReply(r.Lines)
-		if !r.More {
-			s.pop()
-			s.flushLocal()
-		}
-	case !r.Final():
-		// A preliminary reply (150 before a transfer): relayed as it comes.
-		s.writeClientReply(r.Lines)
-	case p.onFinal != nil:
-		p.held = append(p.held, r.Lines...)
-		if r.More {
+	s.active = time.Now()
+	if x := s.transferring(); x != nil && len(s.inbox) == 0 {
+		// RFC 959 section 4.1.3: ABOR and STAT are answered during a
+		// transfer, before its completion reply.
+		switch {
+		case cmd.Verb == "ABOR":
+			s.abortTransfer(x)
+			return
+		case cmd.Verb == "STAT" && cmd.Arg == "":
+			s.writeClientLine(x.xfer.status())
 			return
 		}
-		full := rewrite.Reply{Code: r.Code, Lines: p.held}
-		p.held = nil
-		if p.onFinal(full) {
-			s.pop()
-			s.flushLocal()
-		}
-	case p.xfer != nil:
-		// Hold the completion reply until the data relay has delivered its
-		// last byte: a client that sees 226 early may read a short file.
-		// (If the relay is over already, releaseHeld still checks it did
-		// deliver everything.)
-		p.holding = true
-		p.heldCode = r.Code
-		p.held = append(p.held, r.Lines...)
-		if r.More {
-			return
-		}
-		p.complete = true
-		if r.Code >= 400 {
-			// The transfer failed upstream: nothing more will flow, and a
-			// data connection the upstream never served would wait forever.
-			p.xfer.abort()
-		}
-		if p.xfer.finished {
-			s.releaseHeld(p)
-		} else {
-			p.xfer.upstreamFinished()
-		}
-	default:
-		lines := r.Lines
-		if p.cmd.Verb == "FEAT" {
-			lines = filterFEAT(lines)
-		}
-		s.writeClientReply(lines)
-		if !r.More {
-			s.pop()
-			s.flushLocal()
-			s.afterReply(p.cmd.Verb, r.Code)
-		}
 	}
-}
-
-// afterReply follows the session's state on the final replies that change
-// it: login (230), failed login (530 to PASS), QUIT (221).
-func (s *session) afterReply(verb string, code int) {
-	switch {
-	case code == 230 && (verb == "PASS" || verb == "USER"):
-		if !s.loggedIn {
-			s.loggedIn = true
-			s.log.Info().Msg("logged in")
-		}
-	case verb == "PASS" && code == 530:
-		if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
-			s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
-			s.abortSession("banned", replyFor(errBanned))
-			return
-		}
-		s.log.Info().Msg("login failed")
-	case verb == "QUIT" && code == 221:
-		// The session is over; an upstream slow to close must not keep it
-		// open.
-		s.end("quit")
-	}
-}
-
-// releaseHeld sends a held completion reply; p must be at the queue's head
-// for that, otherwise it waits for the replies before it.
-func (s *session) releaseHeld(p *pending) {
-	for len(s.queue) > 0 && s.queue[0].complete {
-		h := s.queue[0]
-		if t := h.xfer; t != nil && t.err != nil && t.err != errNoConnection && h.heldCode/100 == 2 {
-			// The upstream finished, but the relay did not deliver every
-			// byte: a success reply now would make a truncated file look
-			// whole.
-			s.log.Warn().Err(t.err).Int("upstream_code", h.heldCode).Msg("transfer failed at the proxy; success reply replaced")
-			h.held = []string{replyTransferFailed}
-		}
-		s.writeClientReply(h.held)
-		s.pop()
-		s.flushLocal()
-	}
+	s.enqueue(queued{cmd: cmd})
 }
 
 func (s *session) onUpstreamError(err error) {
@@ -570,9 +430,12 @@ func (s *session) onUpstreamError(err error) {
 	}
 }
 
-// onTransferDone records a finished data transfer and releases its held
-// completion reply.
-func (s *session) onTransferDone(t *transfer) {
+// transferDone records a finished data transfer; its goroutine calls it
+// once, also when the session is ending, so every transfer is counted and
+// logged.
+func (s *session) transferDone(t *transfer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t.finished = true
 	delete(s.xfers, t)
 	if s.setup == t {
@@ -587,7 +450,6 @@ func (s *session) onTransferDone(t *transfer) {
 		}
 	}
 	if t.claimed {
-		s.busy--
 		s.transfers++
 	}
 	s.bytesDown += t.down
@@ -598,6 +460,9 @@ func (s *session) onTransferDone(t *transfer) {
 	} else if t.err != nil {
 		ev = s.log.Debug().Err(t.err)
 	}
+	if s.closing && t.claimed {
+		ev = ev.Str("ended_by", s.endReason)
+	}
 	ev.Str("mode", t.clientMode()).
 		Str("upstream_mode", t.upstreamMode()).
 		Str("cmd", t.verb).
@@ -605,21 +470,9 @@ func (s *session) onTransferDone(t *transfer) {
 		Int64("up", t.up).
 		Dur("duration", t.duration).
 		Msg("transfer")
-	for i, p := range s.queue {
-		if p.xfer != t {
-			continue
-		}
-		switch {
-		case p.complete:
-			s.releaseHeld(p)
-		case i == 0 && t.err != nil && !t.upConnected && !p.holding:
-			// The upstream waits for a data connection the proxy could
-			// not open; the client is told now, not when the upstream
-			// gives up.
-			p.answered = true
-			s.writeClientLine(replyFor(errDataFailed))
-		}
-		break
+	if !s.closing {
+		s.active = time.Now()
+		s.onTransferDone(t)
 	}
 }
 
@@ -641,31 +494,46 @@ func (s *session) writeClientReply(lines []string) {
 	if cap(b) <= 4096 {
 		s.wbuf = b
 	}
-	s.client.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	s.renewWriteDeadline(s.client, &s.clientWD)
 	if _, err := s.client.Write(b); err != nil {
 		s.log.Info().Err(err).Msg("writing to client failed")
 		s.end("client write failed")
 	}
 }
 
-// sendUpstream sends one command line to the upstream.
-func (s *session) sendUpstream(line string) {
+// sendUpstream sends one command to the upstream.
+func (s *session) sendUpstream(cmd rewrite.Command) {
 	if s.closing {
 		return
 	}
-	b := append(s.wbuf[:0], line...)
-	b = append(b, '\r', '\n')
-	s.wbuf = b
-	s.up.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	b := cmd.AppendWire(s.wbuf[:0])
+	if cap(b) <= 4096 {
+		s.wbuf = b
+	}
+	s.renewWriteDeadline(s.up, &s.upWD)
 	if _, err := s.up.Write(b); err != nil {
 		s.log.Warn().Err(err).Msg("writing to upstream failed")
 		s.abortSession("upstream write failed", replyUpstreamGone)
 	}
 }
 
+// renewWriteDeadline keeps at least half of WriteTimeout ahead of a write
+// on c, whose deadline is *at.
+func (s *session) renewWriteDeadline(c net.Conn, at *time.Time) {
+	now := time.Now()
+	if at.Sub(now) >= s.cfg.WriteTimeout/2 {
+		return
+	}
+	*at = now.Add(s.cfg.WriteTimeout)
+	c.SetWriteDeadline(*at)
+}
+
 func (s *session) setUser(name string) {
 	s.user = name
-	s.log = s.baseLog.With().Str("user", name).Logger()
+	s.log = s.baseLog
+	if name != "" {
+		s.log = s.baseLog.With().Str("user", name).Logger()
+	}
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

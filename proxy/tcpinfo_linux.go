@@ -36,6 +36,15 @@ func tcpProgress(c *net.TCPConn) (uint64, bool) {
 	return info.Bytes_received + info.Bytes_acked, true
 }
 
+// tcpAcked returns the bytes the peer of c has acknowledged.
+func tcpAcked(c *net.TCPConn) (uint64, bool) {
+	info, err := tcpInfo(c)
+	if err != nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
+}
+
 var errNotAcknowledged = errors.New("proxy: the peer reset the connection before acknowledging every byte")
 
 // tcpClose is TCP_CLOSE from the kernel's include/net/tcp_states.h: the

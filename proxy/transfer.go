@@ -65,6 +65,12 @@ type transfer struct {
 
 	upConnected bool // the upstream's end was connected
 
+	// report is called once by the goroutine when the transfer is over.
+	report func(*transfer)
+
+	// The connections the relay runs between, once both are open; under mu.
+	clientConn, upConn *net.TCPConn
+
 	// Owned by the session loop.
 	claimed  bool
 	finished bool
@@ -73,7 +79,7 @@ type transfer struct {
 
 func (s *session) newTransfer(client, upstream endpoint) *transfer {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &transfer{s: s, client: client, upstream: upstream, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	t := &transfer{s: s, client: client, upstream: upstream, ctx: ctx, cancel: cancel, done: make(chan struct{}), report: s.transferDone}
 	s.xfers[t] = struct{}{}
 	return t
 }
@@ -188,13 +194,19 @@ func (t *transfer) run() {
 		t.release()
 		t.mu.Lock()
 		for _, c := range t.conns {
+			if t.err != nil {
+				// A failed transfer ends with resets: a plain close would
+				// show the peer a clean end of file, and an upstream would
+				// store an empty or truncated upload as complete.
+				c.SetLinger(0)
+			}
 			c.Close()
 		}
 		t.mu.Unlock()
-		select {
-		case t.s.xferDone <- t:
-		case <-t.s.done:
+		if t.err == errAborted && !t.upConnected && !t.upstream.listening() && direction(t.dir.Load()) != dirUnknown {
+			t.resetUpstreamData()
 		}
+		t.report(t)
 	}()
 	var client, upstream *net.TCPConn
 	if t.client.listening() {
@@ -228,7 +240,45 @@ func (t *transfer) run() {
 			}
 		}
 	}
+	t.mu.Lock()
+	t.clientConn, t.upConn = client, upstream
+	t.mu.Unlock()
 	t.down, t.up, t.err = t.relay(client, upstream)
+}
+
+// resetUpstreamData makes an upstream that waits in passive mode for a
+// data connection give up now: a transfer command aborted before the
+// proxy connected would otherwise keep the server waiting, and the session
+// with it, until the server's own accept timeout. The proxy connects and
+// resets at once, which servers take as a failed transfer.
+func (t *transfer) resetUpstreamData() {
+	d := net.Dialer{Timeout: min(t.s.cfg.DialTimeout, 2*time.Second)}
+	c, err := d.Dial("tcp", t.upstream.dialTo.String())
+	if err != nil {
+		return
+	}
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+}
+
+// status is the answer to a STAT sent during the transfer (RFC 959
+// section 4.1.3): how far it has got, in bytes the receiving peer has
+// acknowledged.
+func (t *transfer) status() string {
+	t.mu.Lock()
+	dst := t.clientConn
+	if direction(t.dir.Load()) == dirUp {
+		dst = t.upConn
+	}
+	t.mu.Unlock()
+	if dst == nil {
+		return "213 Status: " + t.verb + " is waiting for its data connection."
+	}
+	n, ok := tcpAcked(dst)
+	if !ok {
+		return "213 Status: " + t.verb + " in progress."
+	}
+	return fmt.Sprintf("213 Status: %s in progress, %d bytes delivered.", t.verb, n)
 }
 
 // accept waits for the one peer allowed to open this data connection: the

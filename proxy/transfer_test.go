@@ -13,7 +13,14 @@ import (
 // newTestSession is the part of a session a transfer uses.
 func newTestSession() *session {
 	cfg := Config{DataAcceptTimeout: 5 * time.Second}.withDefaults()
-	return &session{cfg: &cfg, log: zerolog.Nop(), xferDone: make(chan *transfer, 1), done: make(chan struct{}), xfers: map[*transfer]struct{}{}}
+	return &session{cfg: &cfg, log: zerolog.Nop(), xfers: map[*transfer]struct{}{}}
+}
+
+// reportTo makes t report to a channel instead of a session.
+func reportTo(t *transfer) <-chan *transfer {
+	ch := make(chan *transfer, 1)
+	t.report = func(t *transfer) { ch <- t }
+	return ch
 }
 
 // A server in active mode may connect, send a short listing, close and
@@ -33,6 +40,7 @@ func TestTransferKeepsBackloggedConnection(t *testing.T) {
 	defer client.Close()
 	xfer := s.newTransfer(endpoint{dialTo: client.Addr().(*net.TCPAddr).AddrPort(), dialFrom: loop}, up)
 	xfer.claim("LIST", dirDown)
+	reported := reportTo(xfer)
 
 	// The upstream connects, sends and closes; then its 226 arrives,
 	// all before the transfer's goroutine has started.
@@ -57,7 +65,7 @@ func TestTransferKeepsBackloggedConnection(t *testing.T) {
 		t.Fatalf("client got %q, %v", got, err)
 	}
 	cc.Close()
-	done := <-s.xferDone
+	done := <-reported
 	if done.err != nil || done.down != int64(len(got)) {
 		t.Fatalf("transfer: %d bytes down, err %v", done.down, done.err)
 	}
@@ -74,10 +82,11 @@ func TestTransferGivesUpAfterSuccessWithoutConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	xfer := s.newTransfer(endpoint{dialTo: netip.MustParseAddrPort("127.0.0.1:9"), dialFrom: loop}, up)
+	reported := reportTo(xfer)
 	start := time.Now()
 	xfer.start()
 	xfer.upstreamFinished()
-	done := <-s.xferDone
+	done := <-reported
 	if done.err != errNoConnection {
 		t.Fatalf("err = %v, want errNoConnection", done.err)
 	}

@@ -30,6 +30,8 @@ type options struct {
 	allow, deny  []netip.Prefix
 
 	maxSessions, maxPerIP, maxLine, maxFailures     int
+	maxReplyLine                                    int
+	chained                                         bool
 	failWindow, banTime, loginTimeout, stallTimeout time.Duration
 	pasvAddress                                     string
 	advertiser                                      nat.Advertiser
@@ -81,6 +83,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&mode, "upstream-data-mode", "same", "data connections to the upstream: same (as the client), passive or active")
 	fs.StringVar(&o.pasvAddress, "upstream-pasv-address", "control", "where to connect for the upstream's passive replies: control (its control address with the announced port) or reply (the address in the 227)")
 	fs.StringVar(&ppFrom, "proxy-protocol-from", "", "`CIDR[,CIDR]` of load balancers that must open every connection with a PROXY header (v1 or v2); others must not send one")
+	fs.BoolVar(&o.chained, "proxy-protocol-chained", false, "the peers in --proxy-protocol-from are ftpproxy instances: their PORT/EPRT may name their own address (off: a client behind a balancer could aim data connections at it)")
 	fs.StringVar(&upPP, "upstream-proxy-protocol", "off", "send the upstream a PROXY header with the client's address: off, v1 or v2")
 	fs.StringVar(&o.health, "health", "", "`ADDR` of an HTTP health endpoint: 200 while accepting sessions, 503 while draining")
 	fs.StringVar(&allow, "allow", "", "only clients in `CIDR[,CIDR]` may connect (default: everyone)")
@@ -88,6 +91,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.maxSessions, "max-sessions", 0, "most sessions at once, 0 for no limit")
 	fs.IntVar(&o.maxPerIP, "max-sessions-per-ip", 0, "most sessions at once from one client address, 0 for no limit")
 	fs.IntVar(&o.maxLine, "max-line-length", 4096, "longest command line accepted; a longer one gets 500, and the third closes the session")
+	fs.IntVar(&o.maxReplyLine, "max-reply-line-length", 16384, "longest reply line accepted from the upstream; a longer one ends the session with 421")
 	fs.IntVar(&o.maxFailures, "max-login-failures", 10, "failed logins from one address within --login-failure-window that ban it for --ban-time; 0 never bans")
 	fs.DurationVar(&o.failWindow, "login-failure-window", 10*time.Minute, "the window failed logins are counted over")
 	fs.DurationVar(&o.banTime, "ban-time", 15*time.Minute, "how long a banned address is refused")
@@ -187,6 +191,12 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.maxLine < 512 {
 		return nil, fmt.Errorf("--max-line-length %d: want at least 512 (RFC 959 pathnames need room)", o.maxLine)
 	}
+	if o.maxReplyLine < 512 {
+		return nil, fmt.Errorf("--max-reply-line-length %d: want at least 512", o.maxReplyLine)
+	}
+	if o.chained && len(o.ppFrom) == 0 {
+		return nil, errors.New("--proxy-protocol-chained needs --proxy-protocol-from: it names the chained peers")
+	}
 	if len(advertise) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -232,11 +242,13 @@ func (o *options) proxyConfig() proxy.Config {
 		UpstreamDataMode:      o.dataMode,
 		UpstreamPASVAddress:   o.pasvAddress == "reply",
 		ProxyProtocolFrom:     o.ppFrom,
+		ChainedProxies:        o.chained,
 		Allow:                 o.allow,
 		Deny:                  o.deny,
 		MaxSessions:           o.maxSessions,
 		MaxSessionsPerIP:      o.maxPerIP,
 		MaxLineLength:         o.maxLine,
+		MaxReplyLineLength:    o.maxReplyLine,
 		MaxLoginFailures:      failures,
 		LoginFailureWindow:    o.failWindow,
 		BanDuration:           o.banTime,

@@ -648,7 +648,7 @@ func TestHAProxy(t *testing.T) {
 		var err error
 		chainB, err = startPx("ftpproxy-chain-b", peers.ProxyConfig{
 			Listen: net.JoinHostPort(chainBIP, strconv.Itoa(chainBPort)), Upstream: upstream, PassivePorts: chainBRange,
-			Args:        []string{"--proxy-protocol-from", chainAOut + "/32", "--data-accept-timeout", "10s"},
+			Args:        []string{"--proxy-protocol-from", chainAOut + "/32", "--proxy-protocol-chained", "--data-accept-timeout", "10s"},
 			ProbeSource: strangeIP,
 		})
 		if err != nil {
