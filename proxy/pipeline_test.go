@@ -584,49 +584,55 @@ func TestHugeHeldReplies(t *testing.T) {
 }
 
 // A transfer that fails before its relay starts (the proxy cannot reach
-// the active-mode client) must end the upstream's data connection with a
-// reset: a clean close would have the upstream store an empty upload as
-// complete.
+// the active-mode client) must end the upstream's data connection, already
+// open, with a reset: a clean close would have the upstream store an empty
+// upload as complete.
 func TestActiveDialFailureResetsUpstream(t *testing.T) {
-	checkFDs(t)
-	upRead := make(chan error, 1)
-	fs := newFakeServer(t, func(f *fakeConn) {
-		f.Send("220 ready")
-		port := f.Expect("PORT ")
-		f.Send("200 PORT command successful.")
-		f.Expect("STOR f")
-		dc := f.DialActive(port)
-		f.Send("150 Ok to send data.")
-		dc.SetReadDeadline(time.Now().Add(ioTimeout))
-		_, err := io.Copy(io.Discard, dc)
-		upRead <- err
-		dc.Close()
-		if err == nil {
-			f.Send("226 Transfer complete.") // an empty file stored
-		} else {
-			f.Send("426 Failure reading network stream.")
-		}
-		f.ExpectEOF()
-	})
-	e := startProxy(t, fs.addr(), proxyOpts{})
-	c := dialLogin(t, e.addr)
-	ln := listenActive(t, "tcp", "127.0.0.1:0")
-	arg, _ := rewrite.FormatPORT(ln.Addr().(*net.TCPAddr).AddrPort())
-	c.Cmd("PORT "+arg, 200)
-	ln.Close() // the proxy's dial to the client will fail
-	c.Send("STOR f")
-	r := c.Reply()
-	if r.code == 150 {
-		r = c.Reply()
+	for _, verb := range []string{"STOR", "RETR"} {
+		t.Run(verb, func(t *testing.T) {
+			checkFDs(t)
+			upRead := make(chan error, 1)
+			fs := newFakeServer(t, func(f *fakeConn) {
+				f.Send("220 ready")
+				port := f.Expect("PORT ")
+				f.Send("200 PORT command successful.")
+				f.Expect(verb + " f")
+				dc := f.DialActive(port)
+				f.Send("150 Opening data connection.")
+				// Nothing comes from the proxy either way: the read ends
+				// with how the proxy ended the connection.
+				dc.SetReadDeadline(time.Now().Add(ioTimeout))
+				_, err := io.Copy(io.Discard, dc)
+				upRead <- err
+				dc.Close()
+				if err == nil {
+					f.Send("226 Transfer complete.") // for STOR, an empty file stored
+				} else {
+					f.Send("426 Connection closed; transfer aborted.")
+				}
+				f.ExpectEOF()
+			})
+			e := startProxy(t, fs.addr(), proxyOpts{})
+			c := dialLogin(t, e.addr)
+			ln := listenActive(t, "tcp", "127.0.0.1:0")
+			arg, _ := rewrite.FormatPORT(ln.Addr().(*net.TCPAddr).AddrPort())
+			c.Cmd("PORT "+arg, 200)
+			ln.Close() // the proxy's dial to the client will fail
+			c.Send(verb + " f")
+			r := c.Reply()
+			if r.code == 150 {
+				r = c.Reply()
+			}
+			if r.code/100 != 4 {
+				t.Errorf("%s whose data connection failed: got %q, want 4xx", verb, r.text())
+			}
+			if err := withTimeout(t, upRead, "the upstream's data connection"); err == nil || isTimeout(err) {
+				t.Errorf("the upstream's data connection ended with %v, want a reset", err)
+			}
+			c.Cmd("QUIT", 221)
+			c.ExpectEOF()
+		})
 	}
-	if r.code/100 != 4 {
-		t.Errorf("STOR whose data connection failed: got %q, want 4xx", r.text())
-	}
-	if err := withTimeout(t, upRead, "the upstream's data connection"); err == nil || isTimeout(err) {
-		t.Errorf("the upstream's data connection ended with %v, want a reset", err)
-	}
-	c.Cmd("QUIT", 221)
-	c.ExpectEOF()
 }
 
 // A reply line longer than a command line may be (MaxLineLength) but
@@ -652,6 +658,7 @@ func TestLongPathReply(t *testing.T) {
 // are refused, and transfer modes the relay cannot carry never reach the
 // server.
 func TestCommandBytesOnTheWire(t *testing.T) {
+	checkFDs(t)
 	tests := []struct {
 		name string
 		line string // sent by the client, without CRLF
@@ -667,7 +674,6 @@ func TestCommandBytesOnTheWire(t *testing.T) {
 		{"compressed mode", "MODE C", 504, ""},
 		{"stream mode", "MODE S", 200, "MODE S"},
 	}
-	checkFDs(t)
 	rs := &replyServer{replies: map[string]string{
 		"RETR": "550 No such file.",
 		"STOR": "550 Permission denied.",
