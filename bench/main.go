@@ -57,7 +57,7 @@ type config struct {
 const (
 	throughputGoal = 0.8      // of direct MB/s
 	sessionGoal    = 0.8      // of direct sessions/s
-	noopGoalUS     = 100.0    // p50 proxy - direct, microseconds
+	noopGoalRatio  = 1.5      // p50 proxy / direct
 	idleGoalKiB    = 64.0     // RSS per idle session
 	smallSize      = 4096     // the file of the session test
 	verifyUpload   = 16 << 20 // upload checked byte for byte
@@ -955,7 +955,7 @@ func (b *bench) report() {
 		sr := median(r.sess[c][p].rates) / median(r.sess[c][d].rates)
 		goal(fmt.Sprintf("sessions/s with %d client(s) >= %.1f of direct: %.3f", c, sessionGoal, sr), sr >= sessionGoal)
 	}
-	goal(fmt.Sprintf("NOOP p50 within %.0f us of direct: +%.1f us", noopGoalUS, n50p-n50d), n50p-n50d <= noopGoalUS)
+	goal(fmt.Sprintf("NOOP p50 <= %.1f x direct: %.2f", noopGoalRatio, n50p/n50d), n50p <= noopGoalRatio*n50d)
 	goal(fmt.Sprintf("RSS per idle session < %.0f KiB: %.1f KiB", idleGoalKiB, perIdle), perIdle < idleGoalKiB)
 	if b.px != nil {
 		b.proxyWarnLines += countLines(b.px.log)
