@@ -26,7 +26,10 @@ func init() {
 		"PORT": (*session).cmdPORT,
 		"EPRT": (*session).cmdEPRT,
 		"ABOR": (*session).cmdABOR,
-		"AUTH": (*session).cmdRefuseTLS,
+		"AUTH": (*session).cmdAUTH,
+		"PBSZ": (*session).cmdPBSZ,
+		"PROT": (*session).cmdPROT,
+		"CCC":  (*session).cmdCCC,
 		// Long addresses (RFC 1639) carry addresses the proxy would have
 		// to rewrite; clients fall back to EPSV/EPRT or PASV/PORT.
 		"LPRT": (*session).cmdNotImplemented,
@@ -47,15 +50,27 @@ var transferVerbs = map[string]direction{
 }
 
 func (s *session) cmdUSER(cmd rewrite.Command) {
+	if s.loginRefused() {
+		return
+	}
 	s.setUser(cmd.Arg)
 	s.open(&exchange{kind: kindLogin, cmd: cmd}, cmd)
 }
 
 func (s *session) cmdLogin(cmd rewrite.Command) {
+	if s.loginRefused() {
+		return
+	}
 	s.open(&exchange{kind: kindLogin, cmd: cmd}, cmd)
 }
 
 func (s *session) cmdREIN(cmd rewrite.Command) {
+	if s.tlsClient {
+		// The control connection cannot go back to plain text, and a
+		// login over TLS must not be reset into one that is not.
+		s.answer(replyREINOverTLS)
+		return
+	}
 	s.open(&exchange{kind: kindREIN, cmd: cmd}, cmd)
 }
 
@@ -66,13 +81,6 @@ func (s *session) cmdFEAT(cmd rewrite.Command) {
 func (s *session) cmdQUIT(cmd rewrite.Command) {
 	s.quitting = true
 	s.open(&exchange{kind: kindQuit, cmd: cmd}, cmd)
-}
-
-// cmdRefuseTLS answers AUTH TLS and AUTH SSL: the proxy does not offer TLS
-// yet, and passing AUTH on would start a TLS handshake it cannot follow.
-// Clients such as lftp carry on in plain FTP after this refusal.
-func (s *session) cmdRefuseTLS(cmd rewrite.Command) {
-	s.answer(replyNoTLS)
 }
 
 func (s *session) cmdNotImplemented(cmd rewrite.Command) {
@@ -106,6 +114,11 @@ func (s *session) cmdTransfer(cmd rewrite.Command, dir direction) {
 		s.setupErr = nil
 		s.log.Info().Err(err).Str("cmd", cmd.Verb).Msg("transfer refused: its data channel is gone")
 		s.answer(replyFor(errDataFailed))
+		return
+	}
+	if s.cfg.ClientTLS == ClientTLSRequire && s.tlsOffered() && !(s.tlsClient && s.protP) {
+		s.dropSetup()
+		s.answer(replyDataNeedsPROTP)
 		return
 	}
 	t := s.setup

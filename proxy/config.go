@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"time"
@@ -45,6 +46,22 @@ type Config struct {
 	// client's address everywhere: logs, the PORT/EPRT target check, the
 	// data-connection source check. A peer outside them must not send one.
 	ProxyProtocolFrom []netip.Prefix
+
+	// TLS, if set, is the server configuration for FTPS towards clients
+	// (its certificate, usually through GetCertificate so that a renewed
+	// one is picked up, and MinVersion). Each session uses a clone with
+	// ticket keys of its own.
+	TLS *tls.Config
+	// ClientTLS is what clients are offered: ClientTLSOff (the default)
+	// refuses AUTH; ClientTLSAllow offers AUTH TLS, PBSZ and PROT;
+	// ClientTLSRequire also refuses USER, PASS and ACCT before AUTH TLS
+	// (530) and transfers without PROT P (521). Needs TLS.
+	ClientTLS ClientTLSMode
+	// TLSDataReuse is how a TLS data connection proves it belongs to its
+	// control session: DataReuseAuto (the default) accepts a resumed
+	// session or a full handshake from the control connection's address;
+	// DataReuseRequire accepts only a resumed one (425 otherwise).
+	TLSDataReuse DataReuse
 
 	// ChainedProxies says the peers in ProxyProtocolFrom are ftpproxy
 	// instances in front of this one: a PORT or EPRT may then name the

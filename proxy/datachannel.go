@@ -227,6 +227,7 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 		}
 	}
 	t := s.newTransfer(client, up)
+	t.tlsConf = s.dataTLS()
 	s.setup = t
 	t.start()
 	if line != "" {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/netip"
 	"strconv"
 	"time"
@@ -113,7 +114,7 @@ func (s *session) enqueue(q queued) {
 
 // advance dispatches waiting commands while no exchange is open.
 func (s *session) advance() {
-	for !s.closing && len(s.inbox) > 0 {
+	for !s.closing && !s.handshaking && len(s.inbox) > 0 {
 		if x := s.cur; x != nil {
 			if x.answered && s.inbox[0].cmd.Verb == "QUIT" {
 				// The upstream still works on a command the proxy has
@@ -263,6 +264,14 @@ func (s *session) onRelayReply(x *exchange, r rewrite.Reply) {
 	lines := r.Lines
 	if x.kind == kindFEAT {
 		lines = filterFEAT(lines)
+		if r.More {
+			x.prelims = -1 // marks a FEAT reply of several chunks
+		}
+		if !r.More && s.tlsOffered() && r.Code == 211 && (len(lines) > 1 || x.prelims < 0) {
+			// The proxy's own features go before the reply's last line.
+			last := lines[len(lines)-1]
+			lines = append(append(lines[:len(lines)-1:len(lines)-1], featTLS...), last)
+		}
 	}
 	s.writeClientReply(lines)
 	if r.More {
@@ -418,6 +427,9 @@ func (s *session) releaseHeld(x *exchange) {
 		lines = []string{replyTransferFailed}
 	case x.noCompleter:
 		lines = []string{"451 Transfer ended without a completion reply from the server."}
+	case errors.Is(t.err, errDataTLS) || errors.Is(t.err, errDataNotResumed):
+		s.log.Warn().Err(t.err).Int("upstream_code", x.held.code).Msg("TLS data connection refused; reply replaced")
+		lines = []string{replyFor(t.err)}
 	case t.err != nil && t.err != errNoConnection && x.held.code/100 == 2:
 		// The upstream finished, but the relay did not deliver every
 		// byte: a success reply now would make a truncated file look
@@ -444,7 +456,11 @@ func (s *session) onTransferDone(t *transfer) {
 		s.releaseHeld(x)
 	case t.err != nil && !t.upConnected:
 		x.answered = true
-		s.writeClientLine(replyFor(errDataFailed))
+		err := error(errDataFailed)
+		if errors.Is(t.err, errDataTLS) || errors.Is(t.err, errDataNotResumed) {
+			err = t.err
+		}
+		s.writeClientLine(replyFor(err))
 	}
 }
 

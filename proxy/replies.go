@@ -28,6 +28,8 @@ var replyTable = []struct {
 	{errPASVOverIPv6, "522 PASV is not possible over IPv6, use EPSV (2)."},
 	{errNoPassivePort, "425 Can't open data connection: no free passive port, try again later."},
 	{errDataFailed, "425 Can't open data connection; send PASV or PORT again."},
+	{errDataNotResumed, replyDataNotResumed},
+	{errDataTLS, replyDataTLSFailed},
 	{errDenied, "421 Access denied."},
 	{errTooManySessions, "421 Too many sessions, try again later."},
 	{errTooManyFromIP, "421 Too many sessions from your address, try again later."},

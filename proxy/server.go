@@ -46,7 +46,19 @@ func New(cfg Config) *Server {
 // Serve accepts connections on ln until Shutdown or Close, and returns
 // ErrServerClosed then. Temporary accept errors (out of file descriptors)
 // are retried with a backoff rather than ending the loop.
-func (srv *Server) Serve(ln net.Listener) error {
+func (srv *Server) Serve(ln net.Listener) error { return srv.serve(ln, false) }
+
+// ServeImplicitTLS is Serve for implicit FTPS (port 990 by convention):
+// every connection starts with a TLS handshake, after its PROXY header if
+// it has one, before the greeting. It needs Config.TLS.
+func (srv *Server) ServeImplicitTLS(ln net.Listener) error {
+	if srv.cfg.TLS == nil {
+		return errors.New("proxy: implicit TLS needs Config.TLS")
+	}
+	return srv.serve(ln, true)
+}
+
+func (srv *Server) serve(ln net.Listener, implicit bool) error {
 	if !srv.trackListener(ln, true) {
 		return ErrServerClosed
 	}
@@ -69,6 +81,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		s := newSession(srv, c)
+		s.implicit = implicit
 		if !srv.trackSession(s, true) {
 			c.Close()
 			return ErrServerClosed

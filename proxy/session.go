@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -64,26 +65,33 @@ type session struct {
 	ended   chan struct{}  // closed when the session must end
 	endOnce sync.Once
 
-	mu         sync.Mutex
-	phase      phase
-	cur        *exchange // what the upstream is working on; nil when idle
-	inbox      []queued  // client commands waiting for cur to end
-	backlog    int       // bytes in inbox
-	skipping   bool      // the rest of an unsolicited reply is being dropped
-	setup      *transfer // data channel announced, not yet claimed by a command
-	setupErr   error     // why the last announced data channel ended unclaimed
-	xfers      map[*transfer]struct{}
-	closing    bool
-	quitting   bool // QUIT was sent: the upstream closing is the normal end
-	saw421     bool // the upstream has said 421 itself
-	epsvAll    bool // the client sent EPSV ALL (RFC 2428 section 4)
-	upNoEPSV   bool // the upstream refused EPSV: use PASV from now on
-	overlong   int
-	user       string
-	greetTimer *time.Timer
-	loginTimer *time.Timer
-	idleTimer  *time.Timer
-	active     time.Time // when the client last sent a command or a transfer ended
+	mu          sync.Mutex
+	phase       phase
+	cur         *exchange // what the upstream is working on; nil when idle
+	inbox       []queued  // client commands waiting for cur to end
+	backlog     int       // bytes in inbox
+	skipping    bool      // the rest of an unsolicited reply is being dropped
+	setup       *transfer // data channel announced, not yet claimed by a command
+	setupErr    error     // why the last announced data channel ended unclaimed
+	xfers       map[*transfer]struct{}
+	closing     bool
+	quitting    bool // QUIT was sent: the upstream closing is the normal end
+	saw421      bool // the upstream has said 421 itself
+	epsvAll     bool // the client sent EPSV ALL (RFC 2428 section 4)
+	upNoEPSV    bool // the upstream refused EPSV: use PASV from now on
+	overlong    int
+	user        string
+	implicit    bool // the session began with a TLS handshake (implicit FTPS)
+	tlsClient   bool // the client's control connection is TLS
+	tlsConf     *tls.Config
+	handshaking bool      // a 234 is out: nothing is written or dispatched until TLS is up
+	authWait    chan bool // where an AUTH's dispatch tells the client reader its decision
+	readerWait  chan bool // the same channel, for the client reader to wait on
+	pbsz, protP bool      // PBSZ 0 seen; data connections protected (PROT P)
+	greetTimer  *time.Timer
+	loginTimer  *time.Timer
+	idleTimer   *time.Timer
+	active      time.Time // when the client last sent a command or a transfer ended
 
 	// Write deadlines of the control connections, renewed only when less
 	// than half of WriteTimeout is left, so that a command's way through
@@ -134,6 +142,17 @@ func (s *session) serve() {
 	setOOBInline(s.client, s.log)
 	if nat.Contains(s.cfg.ProxyProtocolFrom, s.clientAP.Addr()) && !s.readProxyHeader() {
 		return
+	}
+	if s.implicit {
+		// Implicit FTPS: TLS from the first byte, before the greeting.
+		tc, err := s.handshake(s.client, s.sessionTLS())
+		if err != nil {
+			s.log.Warn().Err(err).Msg("TLS handshake with the client failed")
+			s.endReason = "client TLS handshake failed"
+			return
+		}
+		s.client, s.tlsClient = tc, true
+		s.logTLS(tc, "client TLS established")
 	}
 	release, err := s.srv.adm.admit(s.clientAP.Addr(), time.Now())
 	if err != nil {
@@ -323,10 +342,25 @@ func (s *session) readCommands() {
 		}
 		s.mu.Lock()
 		s.onCommand(ev)
-		closing := s.closing
+		closing, wait := s.closing, s.readerWait
+		s.readerWait = nil
 		s.mu.Unlock()
 		if closing || ev.fatal {
 			return
+		}
+		if wait != nil {
+			// AUTH TLS: read nothing more until it is decided; once the
+			// 234 is out, what follows is a TLS handshake.
+			select {
+			case ok := <-wait:
+				if ok {
+					if lr = s.startTLS(lr); lr == nil {
+						return
+					}
+				}
+			case <-s.ended:
+				return
+			}
 		}
 	}
 }
@@ -397,6 +431,10 @@ func (s *session) onCommand(ev clientEvent) {
 		e.Str("cmd", cmd.Redacted()).Msg("command")
 	}
 	s.active = time.Now()
+	if cmd.Verb == "AUTH" && s.tlsOffered() && !s.tlsClient {
+		s.authWait = make(chan bool, 1)
+		s.readerWait = s.authWait
+	}
 	if x := s.transferring(); x != nil && len(s.inbox) == 0 {
 		// RFC 959 section 4.1.3: ABOR and STAT are answered during a
 		// transfer, before its completion reply.
@@ -463,6 +501,9 @@ func (s *session) transferDone(t *transfer) {
 	if s.closing && t.claimed {
 		ev = ev.Str("ended_by", s.endReason)
 	}
+	if t.tlsConf != nil && t.tlsVersion != 0 {
+		ev = ev.Str("tls", tls.VersionName(t.tlsVersion)).Bool("resumed", t.tlsResumed)
+	}
 	ev.Str("mode", t.clientMode()).
 		Str("upstream_mode", t.upstreamMode()).
 		Str("cmd", t.verb).
@@ -484,6 +525,11 @@ func (s *session) writeClientLine(line string) {
 // writeClientReply sends reply lines to the client in one write.
 func (s *session) writeClientReply(lines []string) {
 	if s.closing || len(lines) == 0 {
+		return
+	}
+	if s.handshaking {
+		// Plain text now would land in the client's TLS handshake.
+		s.log.Warn().Str("line", clip(lines[0])).Msg("reply during the TLS handshake dropped")
 		return
 	}
 	b := s.wbuf[:0]

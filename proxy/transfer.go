@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,12 @@ type transfer struct {
 
 	// The connections the relay runs between, once both are open; under mu.
 	clientConn, upConn *net.TCPConn
+
+	// tlsConf, if set, protects the client's end with TLS (PROT P); the
+	// handshake's outcome is kept for the log.
+	tlsConf    *tls.Config
+	tlsVersion uint16
+	tlsResumed bool
 
 	// Owned by the session loop.
 	claimed  bool
@@ -203,7 +210,7 @@ func (t *transfer) run() {
 			c.Close()
 		}
 		t.mu.Unlock()
-		if t.err == errAborted && !t.upConnected && !t.upstream.listening() && direction(t.dir.Load()) != dirUnknown {
+		if t.err != nil && !t.upConnected && !t.upstream.listening() && direction(t.dir.Load()) != dirUnknown {
 			t.resetUpstreamData()
 		}
 		t.report(t)
@@ -243,13 +250,23 @@ func (t *transfer) run() {
 	t.mu.Lock()
 	t.clientConn, t.upConn = client, upstream
 	t.mu.Unlock()
-	t.down, t.up, t.err = t.relay(client, upstream)
+	// With PROT P the client starts its TLS handshake once it has the
+	// upstream's 150 (curl does), and the upstream sends that once its
+	// data connection is there: so both TCP ends first, then TLS.
+	end := plainEnd(client)
+	if t.tlsConf != nil {
+		if end, t.err = t.serverTLS(client); t.err != nil {
+			return
+		}
+	}
+	t.down, t.up, t.err = t.relay(end, upstream)
 }
 
 // resetUpstreamData makes an upstream that waits in passive mode for a
-// data connection give up now: a transfer command aborted before the
-// proxy connected would otherwise keep the server waiting, and the session
-// with it, until the server's own accept timeout. The proxy connects and
+// data connection give up now: a transfer command whose data channel
+// failed (or was aborted) before the proxy connected would otherwise keep
+// the server waiting, and the session with it, until the server's own
+// accept timeout. The proxy connects and
 // resets at once, which servers take as a failed transfer.
 func (t *transfer) resetUpstreamData() {
 	d := net.Dialer{Timeout: min(t.s.cfg.DialTimeout, 2*time.Second)}
@@ -386,16 +403,18 @@ type pumpResult struct {
 }
 
 // relay copies both ways between client and upstream until both directions
-// have ended, and returns the bytes moved each way. Both ends are
-// *net.TCPConn, so on Linux io.Copy splices in the kernel. A direction that
+// have ended, and returns the bytes moved each way. When both ends are
+// plain *net.TCPConn, io.Copy splices in the kernel on Linux; a TLS end is
+// copied through user space. A direction that
 // reaches EOF passes the close on with CloseWrite; the first error closes
 // both. FTP data flows one way: once the direction that carries the file
 // has ended cleanly, the other gets DataLinger to close before both are
 // closed.
-func (t *transfer) relay(client, upstream *net.TCPConn) (down, up int64, err error) {
+func (t *transfer) relay(clientEnd dataEnd, upstream *net.TCPConn) (down, up int64, err error) {
+	client := clientEnd.tcp
 	results := make(chan pumpResult, 2)
-	go pump(dirDown, client, upstream, results)
-	go pump(dirUp, upstream, client, results)
+	go pump(dirDown, clientEnd, upstream, results)
+	go pump(dirUp, plainEnd(upstream), clientEnd.stream, results)
 	var lingered atomic.Bool
 	closeBoth := func() {
 		client.Close()
@@ -526,15 +545,15 @@ func (t *transfer) watchStall(a, b *net.TCPConn, stop <-chan struct{}, stalled f
 // success only once dst's peer has acknowledged every byte: a byte still in
 // the proxy's socket buffer is not delivered, and a peer that resets then
 // would lose it while the transfer looked complete.
-func pump(d direction, dst, src *net.TCPConn, results chan<- pumpResult) {
-	n, err := io.Copy(dst, src)
+func pump(d direction, dst dataEnd, src net.Conn, results chan<- pumpResult) {
+	n, err := io.Copy(dst.stream, src)
 	if err == nil {
-		if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		if cerr := dst.closeWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = cerr
 		}
 	}
 	if err == nil {
-		err = waitAcked(dst, n)
+		err = dst.waitAcked(n)
 	}
 	results <- pumpResult{dir: d, n: n, err: err}
 }
