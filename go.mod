@@ -7,6 +7,7 @@ require (
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/rs/zerolog v1.35.1
 	go.uber.org/goleak v1.3.0
+	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/sys v0.50.0
 )
 

@@ -40,6 +40,13 @@ type options struct {
 	drainTimeout                                    time.Duration
 
 	dialTimeout, greetingTimeout, idleTimeout, dataTimeout time.Duration
+
+	// FTPS towards clients.
+	certs          *certStore
+	clientTLS      proxy.ClientTLSMode
+	dataReuse      proxy.DataReuse
+	tlsMin         uint16
+	listenImplicit []string
 }
 
 // listFlag is a flag that may be repeated.
@@ -50,6 +57,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 const usage = `Usage:
   ftpproxy --upstream HOST:PORT [--listen ADDR]... [options]
+  ftpproxy check-config --config FILE [options]
   ftpproxy version
 
 Relays FTP sessions to the upstream server and rewrites PASV, EPSV, PORT and
@@ -58,9 +66,10 @@ EPRT so that data connections work through the proxy in both modes.
 Options:
 `
 
-// parseFlags parses args; every bad value is refused with a message that
-// names its flag.
-func parseFlags(args []string, out io.Writer) (*options, error) {
+// parseFlags parses args and the --config file they name; every bad value
+// is refused with a message that names its flag (and, for a value from the
+// file, the file, line and key).
+func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	fs := flag.NewFlagSet("ftpproxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -75,6 +84,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		ppFrom, upPP      string
 		allow, deny       string
 	)
+	var (
+		listenImplicit                            listFlag
+		tlsCert, tlsKey, clientTLS, reuse, tlsMin string
+	)
+	fs.Var(&listenImplicit, "listen-implicit", "`ADDR` to accept implicit FTPS clients on (TLS from the first byte, port 990 by convention); may be repeated; needs --tls-cert")
+	fs.StringVar(&tlsCert, "tls-cert", "", "PEM `FILE` with the certificate (and chain) presented to FTPS clients; read again on SIGHUP")
+	fs.StringVar(&tlsKey, "tls-key", "", "PEM `FILE` with the certificate's private key")
+	fs.StringVar(&clientTLS, "client-tls", "", "FTPS towards clients: off, allow (AUTH TLS offered) or require (no login before AUTH TLS, no transfer without PROT P) (default: allow with --tls-cert, else off)")
+	fs.StringVar(&reuse, "tls-data-reuse", "auto", "TLS data connections: auto (a resumed session, or a full handshake from the client's address) or require (only a resumed session of this control connection)")
+	fs.StringVar(&tlsMin, "tls-min-version", "1.2", "oldest TLS version accepted from clients: 1.2 or 1.3")
+	configPath := fs.String(configFlag, "", "read settings from the YAML `FILE` (keys are flag names); flags given here win")
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
 	fs.StringVar(&ports, "passive-ports", "", "passive data port range `LO-HI` (default: any free port)")
@@ -110,6 +130,11 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
+	file, fileErr := applyConfig(fs, *configPath)
+	if fileErr != nil {
+		return nil, fileErr
+	}
+	defer func() { retErr = file.locate(retErr) }()
 	if len(listen) == 0 {
 		listen = listFlag{":21"}
 	}
@@ -191,6 +216,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.maxLine < 512 {
 		return nil, fmt.Errorf("--max-line-length %d: want at least 512 (RFC 959 pathnames need room)", o.maxLine)
 	}
+	if err := o.parseTLS(tlsCert, tlsKey, clientTLS, reuse, tlsMin, listenImplicit); err != nil {
+		return nil, err
+	}
 	if o.maxReplyLine < 512 {
 		return nil, fmt.Errorf("--max-reply-line-length %d: want at least 512", o.maxReplyLine)
 	}
@@ -229,6 +257,43 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	return &o, nil
 }
 
+// parseTLS checks the FTPS flags and loads the certificate.
+func (o *options) parseTLS(cert, key, mode, reuse, minVersion string, implicit []string) error {
+	var err error
+	if (cert == "") != (key == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if mode == "" {
+		mode = "off"
+		if cert != "" {
+			mode = "allow"
+		}
+	}
+	if o.clientTLS, err = proxy.ParseClientTLSMode(mode); err != nil {
+		return fmt.Errorf("--client-tls %q: want off, allow or require", mode)
+	}
+	if o.dataReuse, err = proxy.ParseDataReuse(reuse); err != nil {
+		return fmt.Errorf("--tls-data-reuse %q: want auto or require", reuse)
+	}
+	if o.tlsMin, err = parseTLSVersion(minVersion); err != nil {
+		return err
+	}
+	for _, l := range implicit {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("--listen-implicit %q: want host:port, e.g. :990", l)
+		}
+	}
+	o.listenImplicit = implicit
+	if cert == "" {
+		if o.clientTLS != proxy.ClientTLSOff || len(implicit) > 0 {
+			return errors.New("--client-tls allow/require and --listen-implicit need --tls-cert and --tls-key")
+		}
+		return nil
+	}
+	o.certs, err = newCertStore(cert, key)
+	return err
+}
+
 func (o *options) proxyConfig() proxy.Config {
 	failures := o.maxFailures
 	if failures == 0 {
@@ -259,5 +324,7 @@ func (o *options) proxyConfig() proxy.Config {
 		GreetingTimeout:       o.greetingTimeout,
 		IdleTimeout:           o.idleTimeout,
 		DataAcceptTimeout:     o.dataTimeout,
+		ClientTLS:             o.clientTLS,
+		TLSDataReuse:          o.dataReuse,
 	}
 }

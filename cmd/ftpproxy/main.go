@@ -3,6 +3,8 @@
 // work in passive and active mode through NAT and firewalls.
 //
 //	ftpproxy --listen :2121 --upstream ftp.internal:21 --passive-ports 21000-21099
+//	ftpproxy --config /etc/ftpproxy/ftpproxy.yaml
+//	ftpproxy check-config --config /etc/ftpproxy/ftpproxy.yaml
 //	ftpproxy version
 package main
 
@@ -34,6 +36,9 @@ func main() {
 		fmt.Println("ftpproxy", versionString())
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		os.Exit(checkConfig(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -62,6 +67,10 @@ func run(o *options) error {
 	log := newLogger(os.Stderr, o.logFormat, o.logLevel)
 	cfg := o.proxyConfig()
 	cfg.Logger = log
+	if o.certs != nil {
+		cfg.TLS = o.certs.serverConfig(o.tlsMin)
+		logLoaded(log, o.certs.cur.Load().Leaf, o.certs.certFile)
+	}
 	srv := proxy.New(cfg)
 
 	var lns []net.Listener
@@ -75,10 +84,21 @@ func run(o *options) error {
 		}
 		lns = append(lns, ln)
 	}
+	var implicitLns []net.Listener
+	for _, addr := range o.listenImplicit {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range append(lns, implicitLns...) {
+				l.Close()
+			}
+			return fmt.Errorf("--listen-implicit %s: %w", addr, err)
+		}
+		implicitLns = append(implicitLns, ln)
+	}
 	if o.health != "" {
 		hln, err := net.Listen("tcp", o.health)
 		if err != nil {
-			for _, l := range lns {
+			for _, l := range append(lns, implicitLns...) {
 				l.Close()
 			}
 			return fmt.Errorf("--health %s: %w", o.health, err)
@@ -98,6 +118,30 @@ func run(o *options) error {
 				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("listener stopped")
 			}
 		})
+	}
+
+	for _, ln := range implicitLns {
+		log.Info().Str("listen_implicit", ln.Addr().String()).Str("upstream", o.upstream).Msg("ftpproxy listening for implicit FTPS")
+		wg.Go(func() {
+			if err := srv.ServeImplicitTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("listener stopped")
+			}
+		})
+	}
+	if o.certs != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				leaf, err := o.certs.load()
+				if err != nil {
+					log.Error().Err(err).Msg("TLS certificate reload failed; the previous one stays")
+					continue
+				}
+				logLoaded(log, leaf, o.certs.certFile)
+			}
+		}()
 	}
 
 	sigs := make(chan os.Signal, 2)
