@@ -63,6 +63,21 @@ type Config struct {
 	// DataReuseRequire accepts only a resumed one (425 otherwise).
 	TLSDataReuse DataReuse
 
+	// UpstreamTLS is how the proxy speaks to the upstream: plain FTP
+	// (UpstreamTLSOff, the default), FTPS with AUTH TLS after the greeting
+	// (UpstreamTLSExplicit), TLS from the first byte (UpstreamTLSImplicit),
+	// or AUTH TLS exactly when the client uses TLS (UpstreamTLSMatch). With
+	// TLS the proxy also sends PBSZ 0 and PROT P before the first data
+	// command, whatever the client chose. A handshake or verification that
+	// fails ends the session with 421: there is no fallback to plain FTP.
+	UpstreamTLS UpstreamTLSMode
+	// UpstreamTLSConfig is the client configuration towards the upstream:
+	// RootCAs (nil: the system's), ServerName (set it: Go keys its session
+	// cache by it, and the data connections must resume the control
+	// session), MinVersion. Each session uses a clone with a session cache
+	// of its own.
+	UpstreamTLSConfig *tls.Config
+
 	// ChainedProxies says the peers in ProxyProtocolFrom are ftpproxy
 	// instances in front of this one: a PORT or EPRT may then name the
 	// peer's own address, as a chained proxy in active mode does. Off by

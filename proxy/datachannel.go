@@ -110,6 +110,10 @@ func (s *session) fromVia(addr netip.Addr) bool {
 // prepareData sets up the upstream's end of a data connection in the mode
 // the configuration picks, then the client's end as the client asked.
 func (s *session) prepareData(req dataRequest) {
+	if s.needUpstreamPROT() {
+		s.openUpstreamPROT(req.cmd)
+		return
+	}
 	s.dropSetup()
 	s.setupErr = nil
 	passive := req.passive
@@ -228,6 +232,9 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 	}
 	t := s.newTransfer(client, up)
 	t.tlsConf = s.dataTLS()
+	if s.upProtP {
+		t.upTLSConf = s.upstreamTLS()
+	}
 	s.setup = t
 	t.start()
 	if line != "" {

@@ -44,15 +44,16 @@ func (p phase) String() string { return phaseNames[p] }
 type kind int
 
 const (
-	kindGreeting kind = iota // the upstream's greeting: 120 relayed, then 220 (or 421)
-	kindRelay                // the reply goes to the client as it comes
-	kindFEAT                 // relayed without the features the proxy does not offer
-	kindLogin                // USER, PASS, ACCT: relayed; the outcome moves the phase
-	kindREIN                 // relayed; a 220 takes the session back to before the login
-	kindQuit                 // relayed; the session ends with a 221
-	kindPassive              // the proxy's PASV or EPSV: the client gets the proxy's own answer
-	kindActive               // the proxy's PORT or EPRT: the client gets the proxy's own answer
-	kindTransfer             // RETR, STOR, LIST...: the final reply is held until the relay has delivered
+	kindGreeting    kind = iota // the upstream's greeting: 120 relayed, then 220 (or 421)
+	kindRelay                   // the reply goes to the client as it comes
+	kindFEAT                    // relayed without the features the proxy does not offer
+	kindLogin                   // USER, PASS, ACCT: relayed; the outcome moves the phase
+	kindREIN                    // relayed; a 220 takes the session back to before the login
+	kindQuit                    // relayed; the session ends with a 221
+	kindPassive                 // the proxy's PASV or EPSV: the client gets the proxy's own answer
+	kindActive                  // the proxy's PORT or EPRT: the client gets the proxy's own answer
+	kindTransfer                // RETR, STOR, LIST...: the final reply is held until the relay has delivered
+	kindUpstreamTLS             // the proxy's own AUTH TLS, PBSZ 0, PROT P to the upstream: nothing reaches the client
 )
 
 // exchange is one command the upstream is working on, with what the proxy
@@ -213,6 +214,8 @@ func (s *session) onReply(r rewrite.Reply) {
 		s.onActiveReply(x, r)
 	case kindTransfer:
 		s.onTransferReply(x, r)
+	case kindUpstreamTLS:
+		s.onUpstreamTLSReply(x, r)
 	default:
 		s.onRelayReply(x, r)
 	}
@@ -236,26 +239,42 @@ func (s *session) unsolicited(r rewrite.Reply) {
 // onPreliminary relays a 1xx reply (150 before a transfer, 120 before a
 // greeting). The proxy's own PASV/EPSV/PORT/EPRT have none.
 func (s *session) onPreliminary(x *exchange, r rewrite.Reply) {
-	if x.kind == kindPassive || x.kind == kindActive {
-		s.log.Warn().Int("code", r.Code).Msg("preliminary reply to a data setup command dropped")
+	if x.kind == kindPassive || x.kind == kindActive || x.kind == kindUpstreamTLS {
+		s.log.Warn().Int("code", r.Code).Str("cmd", x.cmd.Verb).Msg("preliminary reply to a command of the proxy's dropped")
 		return
 	}
 	s.writeClientReply(r.Lines)
 }
 
 func (s *session) onGreeting(x *exchange, r rewrite.Reply) {
-	s.writeClientReply(r.Lines)
+	tlsNext := s.upstreamTLSAfterGreeting()
+	if tlsNext {
+		// The client hears the greeting once TLS with the upstream is
+		// up, so a server that cannot do TLS gets it a 421 instead.
+		x.held.add(r)
+	} else {
+		s.writeClientReply(r.Lines)
+	}
 	if r.More {
 		return
 	}
 	x.done, x.answered = true, true
 	s.greetTimer.Stop()
 	if r.Code/100 != 2 {
+		if tlsNext {
+			s.writeClientReply(x.held.lines())
+		}
 		s.log.Warn().Int("code", r.Code).Msg("upstream refused the session")
 		s.end("upstream refused")
 		return
 	}
 	s.phase = phaseLogin
+	if tlsNext {
+		s.heldGreeting = x.held.lines()
+		s.cur = nil
+		s.openUpstreamAUTH()
+		return
+	}
 	s.settle()
 }
 

@@ -88,10 +88,16 @@ type session struct {
 	authWait    chan bool // where an AUTH's dispatch tells the client reader its decision
 	readerWait  chan bool // the same channel, for the client reader to wait on
 	pbsz, protP bool      // PBSZ 0 seen; data connections protected (PROT P)
-	greetTimer  *time.Timer
-	loginTimer  *time.Timer
-	idleTimer   *time.Timer
-	active      time.Time // when the client last sent a command or a transfer ended
+
+	upTLS        bool        // the upstream control connection is TLS
+	upConf       *tls.Config // the session's TLS configuration towards the upstream
+	upProtP      bool        // the upstream has accepted PBSZ 0 and PROT P
+	upHandshake  bool        // the upstream said 234: its reader starts TLS
+	heldGreeting []string    // the upstream's greeting, until TLS with it is up
+	greetTimer   *time.Timer
+	loginTimer   *time.Timer
+	idleTimer    *time.Timer
+	active       time.Time // when the client last sent a command or a transfer ended
 
 	// Write deadlines of the control connections, renewed only when less
 	// than half of WriteTimeout is left, so that a command's way through
@@ -182,6 +188,17 @@ func (s *session) serve() {
 			s.writeClientLine(replyUpstreamDown)
 			return
 		}
+	}
+	if s.cfg.UpstreamTLS == UpstreamTLSImplicit {
+		tc, err := clientHandshake(up, s.upstreamTLS(), s.cfg.DialTimeout)
+		if err != nil {
+			s.log.Warn().Err(err).Msg("TLS with the upstream failed")
+			s.endReason = "upstream TLS failed"
+			s.writeClientLine(replyUpstreamTLSBad + clip(err.Error()))
+			return
+		}
+		s.up, s.upTLS = tc, true
+		s.logUpstreamTLS(tc)
 	}
 
 	s.mu.Lock()
@@ -369,8 +386,12 @@ func (s *session) readCommands() {
 // and hands each chunk to the session.
 func (s *session) readReplies() {
 	lr := rewrite.NewLineReader(s.up, s.cfg.MaxReplyLineLength)
-	rr := rewrite.NewReplyReader(lr, replyChunkLines, s.cfg.MaxReplyLines)
-	rr.SetChunkBytes(replyChunkBytes)
+	newReader := func(lr *rewrite.LineReader) *rewrite.ReplyReader {
+		rr := rewrite.NewReplyReader(lr, replyChunkLines, s.cfg.MaxReplyLines)
+		rr.SetChunkBytes(replyChunkBytes)
+		return rr
+	}
+	rr := newReader(lr)
 	for {
 		r, err := rr.ReadReply()
 		s.mu.Lock()
@@ -379,10 +400,16 @@ func (s *session) readReplies() {
 		} else {
 			s.onReply(r)
 		}
-		closing := s.closing
+		closing, handshake := s.closing, s.upHandshake
 		s.mu.Unlock()
 		if closing || err != nil {
 			return
+		}
+		if handshake {
+			if lr = s.upstreamHandshake(lr); lr == nil {
+				return
+			}
+			rr = newReader(lr)
 		}
 	}
 }
@@ -503,6 +530,9 @@ func (s *session) transferDone(t *transfer) {
 	}
 	if t.tlsConf != nil && t.tlsVersion != 0 {
 		ev = ev.Str("tls", tls.VersionName(t.tlsVersion)).Bool("resumed", t.tlsResumed)
+	}
+	if t.upTLSConf != nil {
+		ev = ev.Bool("upstream_tls", true).Bool("upstream_resumed", t.upTLSResumed)
 	}
 	ev.Str("mode", t.clientMode()).
 		Str("upstream_mode", t.upstreamMode()).

@@ -161,6 +161,9 @@ func (s *session) startTLS(lr *rewrite.LineReader) *rewrite.LineReader {
 	s.client, s.clientWD = tc, time.Time{}
 	s.tlsClient = true
 	s.logTLS(tc, "client TLS established")
+	if s.cfg.UpstreamTLS == UpstreamTLSMatch && !s.upTLS {
+		s.openUpstreamAUTH()
+	}
 	s.advance()
 	return rewrite.NewLineReader(tc, s.cfg.MaxLineLength)
 }

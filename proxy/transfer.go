@@ -78,6 +78,11 @@ type transfer struct {
 	tlsVersion uint16
 	tlsResumed bool
 
+	// upTLSConf, if set, protects the upstream's end: the proxy is the TLS
+	// client and resumes the upstream control session.
+	upTLSConf    *tls.Config
+	upTLSResumed bool
+
 	// Owned by the session loop.
 	claimed  bool
 	finished bool
@@ -253,13 +258,20 @@ func (t *transfer) run() {
 	// With PROT P the client starts its TLS handshake once it has the
 	// upstream's 150 (curl does), and the upstream sends that once its
 	// data connection is there: so both TCP ends first, then TLS.
+	// The upstream's TLS first: a server may send its 150 only then.
+	upEnd := plainEnd(upstream)
+	if t.upTLSConf != nil {
+		if upEnd, t.err = t.clientTLS(upstream); t.err != nil {
+			return
+		}
+	}
 	end := plainEnd(client)
 	if t.tlsConf != nil {
 		if end, t.err = t.serverTLS(client); t.err != nil {
 			return
 		}
 	}
-	t.down, t.up, t.err = t.relay(end, upstream)
+	t.down, t.up, t.err = t.relay(end, upEnd)
 }
 
 // resetUpstreamData makes an upstream that waits in passive mode for a
@@ -410,11 +422,11 @@ type pumpResult struct {
 // both. FTP data flows one way: once the direction that carries the file
 // has ended cleanly, the other gets DataLinger to close before both are
 // closed.
-func (t *transfer) relay(clientEnd dataEnd, upstream *net.TCPConn) (down, up int64, err error) {
-	client := clientEnd.tcp
+func (t *transfer) relay(clientEnd, upEnd dataEnd) (down, up int64, err error) {
+	client, upstream := clientEnd.tcp, upEnd.tcp
 	results := make(chan pumpResult, 2)
-	go pump(dirDown, clientEnd, upstream, results)
-	go pump(dirUp, plainEnd(upstream), clientEnd.stream, results)
+	go pump(dirDown, clientEnd, upEnd.stream, results)
+	go pump(dirUp, upEnd, clientEnd.stream, results)
 	var lingered atomic.Bool
 	closeBoth := func() {
 		client.Close()

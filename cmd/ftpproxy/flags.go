@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,6 +48,11 @@ type options struct {
 	dataReuse      proxy.DataReuse
 	tlsMin         uint16
 	listenImplicit []string
+
+	// FTPS towards the upstream.
+	upstreamTLS      proxy.UpstreamTLSMode
+	upstreamTLSConf  *tls.Config
+	upstreamInsecure bool
 }
 
 // listFlag is a flag that may be repeated.
@@ -94,6 +100,11 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	fs.StringVar(&clientTLS, "client-tls", "", "FTPS towards clients: off, allow (AUTH TLS offered) or require (no login before AUTH TLS, no transfer without PROT P) (default: allow with --tls-cert, else off)")
 	fs.StringVar(&reuse, "tls-data-reuse", "auto", "TLS data connections: auto (a resumed session, or a full handshake from the client's address) or require (only a resumed session of this control connection)")
 	fs.StringVar(&tlsMin, "tls-min-version", "1.2", "oldest TLS version accepted from clients: 1.2 or 1.3")
+	var upTLS, upCA, upName string
+	fs.StringVar(&upTLS, "upstream-tls", "off", "FTPS towards the upstream: off, explicit (AUTH TLS), implicit (TLS from the first byte) or match (TLS exactly when the client uses it); no fallback to plain FTP")
+	fs.StringVar(&upCA, "upstream-ca", "", "PEM `FILE` of the roots the upstream's certificate is verified against (default: the system's)")
+	fs.StringVar(&upName, "upstream-server-name", "", "the `NAME` the upstream's certificate must carry (default: the host part of --upstream, even an IP)")
+	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the upstream's certificate (logged at start; for tests and broken servers only)")
 	configPath := fs.String(configFlag, "", "read settings from the YAML `FILE` (keys are flag names); flags given here win")
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
 	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
@@ -219,6 +230,9 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	if err := o.parseTLS(tlsCert, tlsKey, clientTLS, reuse, tlsMin, listenImplicit); err != nil {
 		return nil, err
 	}
+	if err := o.parseUpstreamTLS(upTLS, upCA, upName); err != nil {
+		return nil, err
+	}
 	if o.maxReplyLine < 512 {
 		return nil, fmt.Errorf("--max-reply-line-length %d: want at least 512", o.maxReplyLine)
 	}
@@ -325,6 +339,8 @@ func (o *options) proxyConfig() proxy.Config {
 		IdleTimeout:           o.idleTimeout,
 		DataAcceptTimeout:     o.dataTimeout,
 		ClientTLS:             o.clientTLS,
+		UpstreamTLS:           o.upstreamTLS,
+		UpstreamTLSConfig:     o.upstreamTLSConf,
 		TLSDataReuse:          o.dataReuse,
 	}
 }

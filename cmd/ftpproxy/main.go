@@ -71,6 +71,9 @@ func run(o *options) error {
 		cfg.TLS = o.certs.serverConfig(o.tlsMin)
 		logLoaded(log, o.certs.cur.Load().Leaf, o.certs.certFile)
 	}
+	if o.upstreamInsecure {
+		log.Warn().Msg("--upstream-insecure-skip-verify: the upstream's certificate is not verified; anyone on the path can read and change the sessions")
+	}
 	srv := proxy.New(cfg)
 
 	var lns []net.Listener

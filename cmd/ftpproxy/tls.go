@@ -5,10 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 // certStore holds the certificate the proxy presents to FTPS clients. It is
@@ -66,6 +70,41 @@ func (cs *certStore) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 // serverConfig is the TLS configuration the proxy serves FTPS with.
 func (cs *certStore) serverConfig(minVersion uint16) *tls.Config {
 	return &tls.Config{GetCertificate: cs.getCertificate, MinVersion: minVersion}
+}
+
+// parseUpstreamTLS checks the flags of FTPS towards the upstream.
+func (o *options) parseUpstreamTLS(mode, caFile, name string) error {
+	var err error
+	if o.upstreamTLS, err = proxy.ParseUpstreamTLSMode(mode); err != nil {
+		return fmt.Errorf("--upstream-tls %q: want off, explicit, implicit or match", mode)
+	}
+	if o.upstreamTLS == proxy.UpstreamTLSMatch && o.certs == nil {
+		return errors.New("--upstream-tls match needs --tls-cert: clients can only use TLS with a certificate to talk to")
+	}
+	if o.upstreamTLS == proxy.UpstreamTLSOff {
+		// --upstream-ca and --upstream-server-name may be set ahead of
+		// switching TLS on; turning verification off must mean something.
+		if o.upstreamInsecure {
+			return errors.New("--upstream-insecure-skip-verify needs --upstream-tls")
+		}
+		return nil
+	}
+	if name == "" {
+		name, _, _ = net.SplitHostPort(o.upstream)
+	}
+	conf := &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.upstreamInsecure}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("--upstream-ca: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--upstream-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	o.upstreamTLSConf = conf
+	return nil
 }
 
 // parseTLSVersion parses "1.2" or "1.3".
