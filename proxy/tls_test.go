@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -371,4 +372,118 @@ func TestFTPSImplicit(t *testing.T) {
 	c.Expect(226)
 	checkSame(t, "implicit RETR", got, file)
 	c.Cmd("QUIT", 221)
+}
+
+// A data connection that presents another session's ticket cannot resume
+// here: each session has ticket keys of its own, so under
+// DataReuseRequire it is refused like a full handshake.
+func TestFTPSTicketOfAnotherSession(t *testing.T) {
+	checkFDs(t)
+	pki := newTestPKI(t)
+	m := &miniFTP{files: map[string][]byte{"f": randomBytes(t, 16<<10)}}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: pki.proxyTLS(proxy.ClientTLSAllow, proxy.DataReuseRequire)})
+	login := func(conf *tls.Config) *ftpClient {
+		c := dialLogin(t, e.addr)
+		startTLS(t, c, conf)
+		c.Cmd("USER anonymous", 331)
+		c.Cmd("PASS x", 230)
+		c.Cmd("PBSZ 0", 200)
+		c.Cmd("PROT P", 200)
+		return c
+	}
+	thief := pki.clientConfig() // holds the first session's ticket
+	login(thief)
+	victim := login(pki.clientConfig())
+	ap := checkPASVReply(t, e, victim.Cmd("PASV", 227))
+	victim.Send("RETR f")
+	if dc, err := dialTLSData(t, ap, thief); err == nil {
+		if dc.ConnectionState().DidResume {
+			t.Errorf("a data connection resumed another session's TLS session")
+		}
+		io.Copy(io.Discard, dc)
+	}
+	r := victim.Reply()
+	if r.code == 150 {
+		r = victim.Reply()
+	}
+	if r.code != 425 || !strings.Contains(r.text(), "not resumed") {
+		t.Fatalf("got %q, want 425 not resumed", r.text())
+	}
+	victim.Cmd("QUIT", 221)
+}
+
+// Garbage instead of a ClientHello after AUTH TLS ends that session and
+// only that one.
+func TestFTPSGarbageHandshake(t *testing.T) {
+	checkFDs(t)
+	pki := newTestPKI(t)
+	fs := newFakeServer(t, (&miniFTP{}).serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: pki.proxyTLS(proxy.ClientTLSAllow, proxy.DataReuseAuto)})
+	other := dialLogin(t, e.addr)
+	startTLS(t, other, pki.clientConfig())
+	c := dialLogin(t, e.addr)
+	c.Cmd("AUTH TLS", 234)
+	c.SendRaw([]byte("USER admin\r\nthis is not TLS\r\n"))
+	c.ExpectEOF()
+	e.logs.waitFor(t, "TLS handshake with the client failed")
+	other.Cmd("NOOP", 200)
+	other.Cmd("QUIT", 221)
+}
+
+// Behind a balancer the PROXY header comes first, then TLS: on the
+// control connection of implicit FTPS and on a protected data connection.
+func TestFTPSBehindProxyProtocol(t *testing.T) {
+	checkFDs(t)
+	pki := newTestPKI(t)
+	file := randomBytes(t, 64<<10)
+	m := &miniFTP{files: map[string][]byte{"f": file}, pasvHost: "127,0,0,1"}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+		pki.proxyTLS(proxy.ClientTLSAllow, proxy.DataReuseAuto)(c)
+		trustLoopback(c)
+	}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.srv.ServeImplicitTLS(ln)
+	raw, err := net.DialTimeout("tcp", ln.Addr().String(), ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.Write([]byte("PROXY TCP4 127.0.0.9 127.0.0.1 40000 990\r\n"))
+	conf := pki.clientConfig()
+	tc := tls.Client(raw, conf)
+	tc.SetDeadline(time.Now().Add(ioTimeout))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetDeadline(time.Time{})
+	c := newFTPClient(t, tc)
+	c.Expect(220)
+	c.Cmd("USER anonymous", 331)
+	c.Cmd("PASS x", 230)
+	c.Cmd("PBSZ 0", 200)
+	c.Cmd("PROT P", 200)
+	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
+	c.Send("RETR f")
+	draw, err := net.DialTimeout("tcp", ap.String(), ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { draw.Close() })
+	fmt.Fprintf(draw, "PROXY TCP4 127.0.0.9 127.0.0.1 40001 %d\r\n", ap.Port())
+	dc := tls.Client(draw, conf)
+	dc.SetDeadline(time.Now().Add(ioTimeout))
+	c.Expect(150)
+	got, err := io.ReadAll(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(226)
+	checkSame(t, "RETR behind a balancer", got, file)
+	c.Cmd("QUIT", 221)
+	e.logs.waitFor(t, `"client":"127.0.0.9:40000"`, "client TLS established")
 }
