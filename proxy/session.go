@@ -93,6 +93,7 @@ type session struct {
 	upConf       *tls.Config // the session's TLS configuration towards the upstream
 	upProtP      bool        // the upstream has accepted PBSZ 0 and PROT P
 	upHandshake  bool        // the upstream said 234: its reader starts TLS
+	upProtLater  bool        // the upstream said 530 to PBSZ/PROT: let the next data command go without
 	heldGreeting []string    // the upstream's greeting, until TLS with it is up
 	greetTimer   *time.Timer
 	loginTimer   *time.Timer

@@ -78,8 +78,16 @@ func (s *session) openUpstreamAUTH() {
 }
 
 // needUpstreamPROT reports whether a data command must wait for the
-// proxy's PBSZ 0 and PROT P to the upstream.
-func (s *session) needUpstreamPROT() bool { return s.upTLS && !s.upProtP }
+// proxy's PBSZ 0 and PROT P to the upstream. After a 530 to them the data
+// command goes once without (the upstream answers it), and they are tried
+// again before the next one.
+func (s *session) needUpstreamPROT() bool {
+	if s.upProtLater {
+		s.upProtLater = false
+		return false
+	}
+	return s.upTLS && !s.upProtP
+}
 
 // openUpstreamPROT puts cmd back at the head of the inbox and sends PBSZ 0,
 // then PROT P, so the upstream's data connections are TLS whatever the
@@ -112,6 +120,7 @@ func (s *session) onUpstreamTLSReply(x *exchange, r rewrite.Reply) {
 		// Not logged in yet: the data command goes on and the upstream
 		// answers it; PBSZ and PROT are tried again before the next one.
 		s.log.Debug().Str("cmd", x.cmd.Verb).Msg("upstream wants a login before PBSZ/PROT")
+		s.upProtLater = true
 	case r.Code/100 != 2:
 		s.log.Warn().Int("code", r.Code).Str("cmd", x.cmd.Verb).Str("reply", clip(x.held.first())).Msg("upstream refused data protection")
 		s.abortSession("upstream refused PROT P", replyUpstreamNoPROTP)

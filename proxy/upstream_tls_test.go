@@ -18,13 +18,14 @@ import (
 // no login before AUTH TLS, no transfer before PROT P, and data
 // connections that must resume the control connection's TLS session.
 type tlsFTP struct {
-	pki      *testPKI
-	implicit bool
-	file     []byte
-	stored   chan []byte
-	refused  bool         // the proxy is expected to abort the handshake
-	resumed  atomic.Int32 // data connections that resumed
-	sawFresh atomic.Int32 // data connections that did not
+	pki            *testPKI
+	implicit       bool
+	file           []byte
+	stored         chan []byte
+	refused        bool         // the proxy is expected to abort the handshake
+	protAfterLogin bool         // PBSZ and PROT before login get 530
+	resumed        atomic.Int32 // data connections that resumed
+	sawFresh       atomic.Int32 // data connections that did not
 }
 
 func (m *tlsFTP) serve(f *fakeConn) {
@@ -45,7 +46,7 @@ func (m *tlsFTP) serve(f *fakeConn) {
 		upgrade()
 	}
 	f.Send("220 TLS-only server")
-	secure, prot := m.implicit, false
+	secure, prot, loggedIn := m.implicit, false, false
 	var pasv *fakeListener
 	dataConn := func() *tls.Conn {
 		c := tls.Server(pasv.Accept(), conf)
@@ -78,13 +79,23 @@ func (m *tlsFTP) serve(f *fakeConn) {
 			}
 			f.Send("331 Password please.")
 		case "PASS":
+			loggedIn = true
 			f.Send("230 Login successful.")
-		case "PBSZ":
-			f.Send("200 PBSZ set to 0.")
-		case "PROT":
-			prot = arg == "P"
-			f.Send("200 PROT now " + arg + ".")
+		case "PBSZ", "PROT":
+			switch {
+			case m.protAfterLogin && !loggedIn:
+				f.Send("530 Please login with USER and PASS.")
+			case verb == "PBSZ":
+				f.Send("200 PBSZ set to 0.")
+			default:
+				prot = arg == "P"
+				f.Send("200 PROT now " + arg + ".")
+			}
 		case "PASV":
+			if m.protAfterLogin && !loggedIn {
+				f.Send("530 Please login with USER and PASS.")
+				continue
+			}
 			pasv = f.Passive()
 			f.Send(pasv.PASVReply("127,0,0,1"))
 		case "RETR":
@@ -169,6 +180,31 @@ func TestUpstreamTLS(t *testing.T) {
 			e.logs.waitFor(t, `"message":"transfer"`, `"upstream_resumed":true`)
 		})
 	}
+}
+
+// A server that takes PBSZ and PROT only after the login: a data command
+// before it goes upstream once without them (and is refused there), and
+// they are sent again before the next one.
+func TestUpstreamTLSPROTAfterLogin(t *testing.T) {
+	checkFDs(t)
+	pki := newTestPKI(t)
+	m := &tlsFTP{pki: pki, protAfterLogin: true, file: randomBytes(t, 50<<10)}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: upstreamTLSConfig(pki, proxy.UpstreamTLSExplicit)})
+	c := dialLogin(t, e.addr)
+	c.Cmd("PASV", 530)
+	c.Cmd("USER u", 331)
+	c.Cmd("PASS p", 230)
+	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
+	c.Send("RETR f")
+	c.Expect(150)
+	got, err := readAll(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(226)
+	checkSame(t, "RETR after PROT P", got, m.file)
+	c.Cmd("QUIT", 221)
 }
 
 // TLS on both sides with UpstreamTLSMatch: the client's AUTH TLS brings
