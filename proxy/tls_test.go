@@ -117,6 +117,26 @@ func dialTLSData(t testing.TB, ap netip.AddrPort, conf *tls.Config) (*tls.Conn, 
 	return tc, tc.Handshake()
 }
 
+// retrTLS fetches name over a protected passive data connection and checks
+// it is want, byte for byte.
+func retrTLS(t testing.TB, c *ftpClient, e *proxyEnv, conf *tls.Config, name string, want []byte) {
+	t.Helper()
+	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
+	c.Send("RETR " + name)
+	dc, err := dialTLSData(t, ap, conf)
+	if err != nil {
+		t.Fatalf("RETR %s: data handshake: %v", name, err)
+	}
+	c.Expect(150)
+	got, err := io.ReadAll(dc)
+	if err != nil {
+		t.Fatalf("RETR %s: reading data: %v", name, err)
+	}
+	dc.Close()
+	c.Expect(226)
+	checkSame(t, "RETR "+name+" over TLS", got, want)
+}
+
 // FTPS at the proxy in front of a plain server: AUTH TLS, PBSZ, PROT P,
 // and TLS data connections that resume the control session, in passive
 // mode both ways; the upstream sees plain FTP and never a TLS command.
@@ -152,25 +172,10 @@ func TestFTPSOffload(t *testing.T) {
 			c.Cmd("PROT P", 200)
 			c.Cmd("TYPE I", 200)
 
-			for i := range 2 { // a second transfer resumes again
-				ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
-				c.Send("RETR f")
-				dc, err := dialTLSData(t, ap, conf)
-				if err != nil {
-					t.Fatalf("transfer %d: data handshake: %v", i, err)
-				}
-				if !dc.ConnectionState().DidResume {
-					t.Errorf("transfer %d: the data connection did not resume the control session", i)
-				}
-				c.Expect(150)
-				got, err := io.ReadAll(dc)
-				if err != nil {
-					t.Fatalf("transfer %d: reading data: %v", i, err)
-				}
-				dc.Close()
-				c.Expect(226)
-				checkSame(t, "RETR over TLS", got, file)
-			}
+			// DataReuseRequire: each data connection must resume the
+			// control session, the second one too.
+			retrTLS(t, c, e, conf, "f", file)
+			retrTLS(t, c, e, conf, "f", file)
 
 			up := randomBytes(t, 300<<10)
 			ap := checkEPSVReply(t, e, c.Cmd("EPSV", 229))
@@ -262,22 +267,7 @@ func TestFTPSRequire(t *testing.T) {
 	}
 
 	// One that resumes works.
-	retr := func() {
-		ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
-		c.Send("RETR f")
-		dc, err := dialTLSData(t, ap, conf)
-		if err != nil {
-			t.Fatalf("data handshake: %v", err)
-		}
-		c.Expect(150)
-		got, err := io.ReadAll(dc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Expect(226)
-		checkSame(t, "RETR", got, file)
-	}
-	retr()
+	retrTLS(t, c, e, conf, "f", file)
 	c.Cmd("REIN", 502)
 	c.Cmd("QUIT", 221)
 }
@@ -322,16 +312,7 @@ func TestFTPSDataHandshakeNeverStarts(t *testing.T) {
 		t.Fatalf("got %q, want 425 naming TLS", r.text())
 	}
 	silent.Close()
-	ap = checkPASVReply(t, e, c.Cmd("PASV", 227))
-	c.Send("RETR f")
-	dc, err := dialTLSData(t, ap, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Expect(150)
-	got, _ := io.ReadAll(dc)
-	c.Expect(226)
-	checkSame(t, "RETR after a failed handshake", got, small)
+	retrTLS(t, c, e, conf, "f", small)
 	c.Cmd("QUIT", 221)
 }
 
@@ -361,16 +342,7 @@ func TestFTPSImplicit(t *testing.T) {
 	c.Cmd("PASS x", 230)
 	c.Cmd("PBSZ 0", 200)
 	c.Cmd("PROT P", 200)
-	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
-	c.Send("RETR f")
-	dc, err := dialTLSData(t, ap, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Expect(150)
-	got, _ := io.ReadAll(dc)
-	c.Expect(226)
-	checkSame(t, "implicit RETR", got, file)
+	retrTLS(t, c, e, conf, "f", file)
 	c.Cmd("QUIT", 221)
 }
 

@@ -225,19 +225,7 @@ func TestUpstreamTLSMatch(t *testing.T) {
 	c.Cmd("PASS p", 230)
 	c.Cmd("PBSZ 0", 200)
 	c.Cmd("PROT P", 200)
-	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
-	c.Send("RETR f")
-	dc, err := dialTLSData(t, ap, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Expect(150)
-	got, err := io.ReadAll(dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Expect(226)
-	checkSame(t, "RETR with TLS on both sides", got, m.file)
+	retrTLS(t, c, e, conf, "f", m.file)
 	c.Cmd("QUIT", 221)
 }
 
