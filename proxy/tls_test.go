@@ -233,7 +233,7 @@ func TestFTPSRequire(t *testing.T) {
 	checkFDs(t)
 	pki := newTestPKI(t)
 	file := randomBytes(t, 64<<10)
-	m := &miniFTP{files: map[string][]byte{"f": file}}
+	m := &miniFTP{files: map[string][]byte{"f": file}, resetOK: true}
 	fs := newFakeServer(t, m.serve)
 	e := startProxy(t, fs.addr(), proxyOpts{config: pki.proxyTLS(proxy.ClientTLSRequire, proxy.DataReuseRequire)})
 
@@ -352,7 +352,7 @@ func TestFTPSImplicit(t *testing.T) {
 func TestFTPSTicketOfAnotherSession(t *testing.T) {
 	checkFDs(t)
 	pki := newTestPKI(t)
-	m := &miniFTP{files: map[string][]byte{"f": randomBytes(t, 16<<10)}}
+	m := &miniFTP{files: map[string][]byte{"f": randomBytes(t, 16<<10)}, resetOK: true}
 	fs := newFakeServer(t, m.serve)
 	e := startProxy(t, fs.addr(), proxyOpts{config: pki.proxyTLS(proxy.ClientTLSAllow, proxy.DataReuseRequire)})
 	login := func(conf *tls.Config) *ftpClient {

@@ -485,10 +485,15 @@ func (t *transfer) relay(clientEnd, upEnd dataEnd) (down, up int64, err error) {
 		if r.err != nil {
 			// After the linger closed both ends, the direction that carried
 			// nothing fails on the closed socket: that is the normal end.
-			if d := direction(t.dir.Load()); lingered.Load() || (dataDone && d != dirUnknown && r.dir != d) {
-				// The file has gone through: the direction that carries
-				// nothing may end any way it likes.
-				closeBoth()
+			if d := direction(t.dir.Load()); lingered.Load() || (d != dirUnknown && r.dir != d) {
+				// The direction that carries nothing may end any way it
+				// likes: passing on the end of nothing to a peer that has
+				// closed already (a TLS close_notify to a server that
+				// reset) says nothing of the file. The file's own
+				// direction reports whether it went through.
+				if dataDone {
+					closeBoth()
+				}
 				continue
 			}
 			if err == nil {
