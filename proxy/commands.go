@@ -113,7 +113,10 @@ func (s *session) cmdTransfer(cmd rewrite.Command, dir direction) {
 	if err := s.setupErr; err != nil && s.setup == nil {
 		s.setupErr = nil
 		s.log.Info().Err(err).Str("cmd", cmd.Verb).Msg("transfer refused: its data channel is gone")
-		s.answer(replyFor(errDataFailed))
+		if !errors.Is(err, errDataTLS) && !errors.Is(err, errDataNotResumed) {
+			err = errDataFailed
+		}
+		s.answer(replyFor(err))
 		return
 	}
 	if s.cfg.ClientTLS == ClientTLSRequire && s.tlsOffered() && !(s.tlsClient && s.protP) {

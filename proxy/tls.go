@@ -277,13 +277,24 @@ func (e dataEnd) closeWrite() error {
 	return e.tcp.CloseWrite()
 }
 
-// waitAcked waits until the peer has acknowledged everything written,
-// n bytes of data (plain) or every TLS record.
-func (e dataEnd) waitAcked(n int64) error {
+// sent is how many bytes the peer must acknowledge for the n bytes of
+// data copied so far to be delivered: n itself, or with TLS every byte
+// written to the connection, handshake and records included.
+func (e dataEnd) sent(n int64) int64 {
 	if e.counter != nil {
-		n = e.counter.written.Load()
+		return e.counter.written.Load()
 	}
-	return waitAcked(e.tcp, n)
+	return n
+}
+
+// closeNotify sends a TLS end its close_notify, if it has not had one, so
+// a client reading to the end (Python's ssl module does) sees a clean end
+// before the connection closes; bounded, since the peer may not read.
+func (e dataEnd) closeNotify() {
+	if e.tls != nil {
+		e.tcp.SetWriteDeadline(time.Now().Add(time.Second))
+		e.tls.CloseWrite()
+	}
 }
 
 // serverTLS runs the data connection's TLS handshake, the proxy as the

@@ -412,6 +412,9 @@ type pumpResult struct {
 	dir direction
 	n   int64
 	err error
+	// passingEnd: the source ended cleanly and err came from passing that
+	// end on to the destination, or from waiting for its acknowledgement.
+	passingEnd bool
 }
 
 // relay copies both ways between client and upstream until both directions
@@ -461,6 +464,8 @@ func (t *transfer) relay(clientEnd, upEnd dataEnd) (down, up int64, err error) {
 	finishing := t.done // closed once the upstream has reported success
 	endNow := func() {
 		lingered.Store(true)
+		clientEnd.closeNotify()
+		upEnd.closeNotify()
 		closeBoth()
 	}
 	for pending := 2; pending > 0; {
@@ -485,15 +490,18 @@ func (t *transfer) relay(clientEnd, upEnd dataEnd) (down, up int64, err error) {
 		if r.err != nil {
 			// After the linger closed both ends, the direction that carried
 			// nothing fails on the closed socket: that is the normal end.
-			if d := direction(t.dir.Load()); lingered.Load() || (d != dirUnknown && r.dir != d) {
-				// The direction that carries nothing may end any way it
-				// likes: passing on the end of nothing to a peer that has
-				// closed already (a TLS close_notify to a server that
-				// reset) says nothing of the file. The file's own
-				// direction reports whether it went through.
-				if dataDone {
-					closeBoth()
-				}
+			d := direction(t.dir.Load())
+			if lingered.Load() || (dataDone && d != dirUnknown && r.dir != d) {
+				// The file has gone through: the direction that carries
+				// nothing may end any way it likes.
+				closeBoth()
+				continue
+			}
+			if r.passingEnd && d != dirUnknown && r.dir != d {
+				// The direction that carries nothing read its clean end
+				// and could not pass it on (a TLS close_notify to a
+				// server that has closed after its last byte): that says
+				// nothing of the file, whose own direction reports.
 				continue
 			}
 			if err == nil {
@@ -564,13 +572,20 @@ func (t *transfer) watchStall(a, b *net.TCPConn, stop <-chan struct{}, stalled f
 // would lose it while the transfer looked complete.
 func pump(d direction, dst dataEnd, src net.Conn, results chan<- pumpResult) {
 	n, err := io.Copy(dst.stream, src)
-	if err == nil {
+	passingEnd := err == nil
+	// Only the data must be acknowledged, not a TLS close_notify after
+	// it; and with nothing to deliver, a peer that closed first (curl
+	// does for an empty file it knows the size of) loses nothing.
+	mark := dst.sent(n)
+	if err == nil && n > 0 {
 		if cerr := dst.closeWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = cerr
 		}
+	} else if err == nil {
+		dst.closeWrite()
 	}
-	if err == nil {
-		err = dst.waitAcked(n)
+	if err == nil && n > 0 {
+		err = waitAcked(dst.tcp, mark)
 	}
-	results <- pumpResult{dir: d, n: n, err: err}
+	results <- pumpResult{dir: d, n: n, err: err, passingEnd: passingEnd}
 }
