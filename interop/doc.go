@@ -1,8 +1,9 @@
-// Package interop holds the interoperability suite of ftpproxy: real FTP
+// Package interop holds the interoperability suites of ftpproxy: real FTP
 // servers (vsftpd, pure-ftpd, proftpd) and real FTP clients (curl, lftp,
-// Python's ftplib) talking through the proxy, in every data-connection mode,
-// and a pipelining suite (TestPipeline): clients that send commands before
-// the replies to earlier ones have arrived.
+// Python's ftplib) talking through the proxy in every data-connection mode
+// (TestInterop); clients that send commands before the replies to earlier
+// ones have arrived (TestPipeline); and the same clients speaking FTPS to
+// the proxy, which speaks plain FTP to the servers (TestFTPS).
 //
 // The tests carry the build tag "interop" and need the peers that
 // install-peers.sh installs and unpacks. run.sh builds everything and runs

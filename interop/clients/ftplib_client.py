@@ -11,6 +11,13 @@ Modes:
   port  active data connections with PORT
   eprt  active data connections with EPRT
 
+FTPS (RFC 4217): with --tls explicit the session sends AUTH TLS before the
+login (ftplib.FTP_TLS), then PBSZ 0 and PROT P, so that every data
+connection is TLS too. The server's certificate is verified against the CA
+certificates in --cafile, host name included; --tls needs --cafile.
+ftplib opens each data connection with a full TLS handshake: it does not
+resume the control connection's TLS session.
+
 Operations (paths are relative to the login directory):
   pwd                       print the working directory
   cwd DIR                   CWD DIR, then print the working directory
@@ -25,6 +32,10 @@ Operations (paths are relative to the login directory):
   mkd DIR | rmd DIR | dele FILE | rename FROM TO
   size FILE                 print SIZE's answer
   mdtm FILE                 print MDTM's answer (YYYYMMDDHHMMSS)
+  getmany REMOTE LOCAL [REMOTE LOCAL ...]
+                            several RETRs in one session
+  putmany LOCAL REMOTE [LOCAL REMOTE ...]
+                            several STORs in one session
   concurrent N BYTES DIR    N sessions in parallel, each storing BYTES random
                             bytes as DIR/c<i>.bin, reading them back and
                             comparing; prints "<name> <sha256>" per session
@@ -35,6 +46,7 @@ import ftplib
 import hashlib
 import os
 import socket
+import ssl
 import sys
 import threading
 
@@ -84,10 +96,34 @@ class Client(ftplib.FTP):
         return sock
 
 
+class TLSClient(Client, ftplib.FTP_TLS):
+    """Client over explicit FTPS: AUTH TLS before the login, TLS data
+    connections after PROT P, the server verified with context."""
+
+    def __init__(self, mode, source, timeout, context):
+        super().__init__(mode, source, timeout)
+        self.context = context
+
+
+def tls_context(cafile):
+    """A client context that verifies the chain against cafile only, and
+    the host name (an IP address is matched against the certificate's IP
+    addresses)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def connect(args):
-    c = Client(args.mode, args.source, args.timeout)
+    if args.tls == "explicit":
+        c = TLSClient(args.mode, args.source, args.timeout, tls_context(args.cafile))
+    else:
+        c = Client(args.mode, args.source, args.timeout)
     c.connect(args.host, args.port)
-    c.login(args.user, args.password)
+    c.login(args.user, args.password)  # FTP_TLS.login sends AUTH TLS first
+    if args.tls == "explicit":
+        c.prot_p()
     c.set_pasv(args.mode in ("pasv", "epsv"))
     return c
 
@@ -168,9 +204,13 @@ def main():
     p.add_argument("--source", default="", help="local address to bind")
     p.add_argument("--mode", choices=["pasv", "epsv", "port", "eprt"], default="pasv")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--tls", choices=["off", "explicit"], default="off")
+    p.add_argument("--cafile", default="", help="CA certificates that verify the server (with --tls)")
     p.add_argument("op")
     p.add_argument("args", nargs="*")
     args = p.parse_args()
+    if args.tls != "off" and not args.cafile:
+        p.error("--tls needs --cafile: the server's certificate is always verified")
 
     if args.op == "concurrent":
         op_concurrent(args, *args.args)
@@ -196,6 +236,12 @@ def main():
             op_get(c, *a)
         elif args.op == "put":
             op_put(c, *a)
+        elif args.op in ("getmany", "putmany"):
+            if not a or len(a) % 2:
+                print("%s takes pairs of paths" % args.op, file=sys.stderr)
+                sys.exit(2)
+            for i in range(0, len(a), 2):
+                (op_get if args.op == "getmany" else op_put)(c, a[i], a[i + 1])
         elif args.op == "append":
             op_append(c, *a)
         elif args.op == "mkd":
@@ -217,8 +263,23 @@ def main():
         c.quit()
     except ftplib.all_errors as e:
         print("%s: %s" % (type(e).__name__, e), file=sys.stderr)
+        if not isinstance(e, ftplib.Error):
+            print_final_reply(c)
         c.close()
         sys.exit(1)
+
+
+def print_final_reply(c):
+    """Print the reply that ends a transfer whose data connection failed:
+    ftplib raises on the data connection before it reads that reply, which
+    says why (a 425 or 426, say)."""
+    if c.sock is None:
+        return
+    try:
+        c.sock.settimeout(5)
+        print("final reply: %s" % c.getresp(), file=sys.stderr)
+    except ftplib.all_errors as e:
+        print("final reply: %s: %s" % (type(e).__name__, e), file=sys.stderr)
 
 
 if __name__ == "__main__":
