@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +15,17 @@ import (
 
 // ftpConn is a minimal FTP control connection: one command at a time, every
 // reply read in full (multi-line replies included), passive data only.
+// After authTLS the control connection is TLS and so is every data
+// connection (PROT P), each resuming the control connection's session.
 type ftpConn struct {
-	c *net.TCPConn
-	r *bufio.Reader
+	c   net.Conn     // the control connection: tcp, or TLS over it
+	tcp *net.TCPConn // the control connection's socket
+	r   *bufio.Reader
+
+	tls *tls.Config // this session's TLS client configuration, nil for plain FTP
+	// Data connections over TLS, and how many of them resumed the
+	// session (the server's proof that they belong to this session).
+	dataTLS, dataResumed int
 }
 
 // reply is a final FTP reply: its code and its last line.
@@ -39,7 +48,7 @@ func dialFTP(addr string, timeout time.Duration) (*ftpConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &ftpConn{c: nc.(*net.TCPConn)}
+	c := &ftpConn{c: nc, tcp: nc.(*net.TCPConn)}
 	c.r = bufio.NewReaderSize(c.c, 1024)
 	c.c.SetDeadline(time.Now().Add(timeout))
 	rep, err := c.readReply()
@@ -153,6 +162,36 @@ func (c *ftpConn) login() error {
 	return err
 }
 
+// authTLS sends AUTH TLS and makes the control connection TLS with cfg,
+// which the session's data connections then use too; PBSZ and PROT are the
+// caller's. cfg should be this session's own, with a ClientSessionCache:
+// a server such as vsftpd (require_ssl_reuse) accepts a data connection
+// only if it resumes the control connection's session.
+func (c *ftpConn) authTLS(cfg *tls.Config) error {
+	if _, err := c.expect("AUTH TLS", 234); err != nil {
+		return err
+	}
+	if c.r.Buffered() > 0 {
+		return errors.New("AUTH TLS: the server sent more than its 234 before the handshake")
+	}
+	tc := tls.Client(c.tcp, cfg)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("control TLS handshake: %w", err)
+	}
+	c.c = tc
+	c.r.Reset(tc)
+	c.tls = cfg
+	return nil
+}
+
+// tlsState is the control connection's TLS state, zero for plain FTP.
+func (c *ftpConn) tlsState() tls.ConnectionState {
+	if tc, ok := c.c.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
+
 // pasv asks for a passive data address with PASV and returns it.
 func (c *ftpConn) pasv() (string, error) {
 	rep, err := c.expect("PASV", 227)
@@ -173,7 +212,7 @@ func (c *ftpConn) epsv() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	host := c.c.RemoteAddr().(*net.TCPAddr).IP.String()
+	host := c.tcp.RemoteAddr().(*net.TCPAddr).IP.String()
 	return net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
@@ -219,8 +258,10 @@ func parse229(line string) (int, error) {
 	return port, nil
 }
 
-// openData opens a passive data connection with PASV or EPSV.
-func (c *ftpConn) openData(useEPSV bool, timeout time.Duration) (*net.TCPConn, error) {
+// openData opens a passive data connection with PASV or EPSV. On a TLS
+// session the connection returned is TLS whose handshake has not started:
+// startData runs it once the server has answered the transfer command.
+func (c *ftpConn) openData(useEPSV bool, timeout time.Duration) (net.Conn, error) {
 	var addr string
 	var err error
 	if useEPSV {
@@ -235,7 +276,29 @@ func (c *ftpConn) openData(useEPSV bool, timeout time.Duration) (*net.TCPConn, e
 	if err != nil {
 		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
 	}
-	return d.(*net.TCPConn), nil
+	if c.tls != nil {
+		return tls.Client(d, c.tls), nil
+	}
+	return d, nil
+}
+
+// startData handshakes a TLS data connection, after the server's 150 as
+// FTPS clients do: a server handshakes only once it has the command (and,
+// through a proxy, its own data connection upstream). Plain connections
+// need nothing.
+func (c *ftpConn) startData(d net.Conn) error {
+	tc, ok := d.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("data TLS handshake: %w", err)
+	}
+	c.dataTLS++
+	if tc.ConnectionState().DidResume {
+		c.dataResumed++
+	}
+	return nil
 }
 
 // retr downloads name over a passive data connection into w and returns the
@@ -248,6 +311,9 @@ func (c *ftpConn) retr(name string, useEPSV bool, w io.Writer, timeout time.Dura
 	defer d.Close()
 	d.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.expect("RETR "+name, 150, 125); err != nil {
+		return 0, err
+	}
+	if err := c.startData(d); err != nil {
 		return 0, err
 	}
 	n, err := io.Copy(w, d)
@@ -277,9 +343,17 @@ func (c *ftpConn) stor(name string, useEPSV bool, r io.Reader, timeout time.Dura
 	if _, err := c.expect("STOR "+name, 150, 125); err != nil {
 		return 0, err
 	}
+	if err := c.startData(d); err != nil {
+		return 0, err
+	}
 	n, err := io.Copy(d, r)
 	if err != nil {
 		return n, fmt.Errorf("STOR data: %w", err)
+	}
+	if tc, ok := d.(*tls.Conn); ok {
+		if err := endTLSUpload(tc); err != nil {
+			return n, fmt.Errorf("STOR data close: %w", err)
+		}
 	}
 	if err := d.Close(); err != nil {
 		return n, fmt.Errorf("STOR data close: %w", err)
@@ -292,6 +366,26 @@ func (c *ftpConn) stor(name string, useEPSV bool, r io.Reader, timeout time.Dura
 		return n, fmt.Errorf("STOR completion: %q", rep.line)
 	}
 	return n, nil
+}
+
+// endTLSUpload ends the sending side of a TLS upload: close_notify, so
+// that the server can tell the end of the file from a cut connection, then
+// the TCP FIN; then it reads until the server closes. A TLS 1.3 server
+// sends session tickets after the handshake, which an upload never reads;
+// closing a socket with unread bytes sends a reset instead of the FIN, and
+// the server (vsftpd: "426 Failure reading network stream") takes the
+// upload for a failed one.
+func endTLSUpload(tc *tls.Conn) error {
+	if err := tc.CloseWrite(); err != nil {
+		return err
+	}
+	if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+		if err := tcp.CloseWrite(); err != nil {
+			return err
+		}
+	}
+	_, err := io.Copy(io.Discard, tc)
+	return err
 }
 
 // userSink is where a timed download goes: read(2) into one 1 MiB buffer

@@ -7,12 +7,18 @@
 //  2. sessions per second for connect, login, PASV, RETR of a 4 KiB file,
 //     QUIT, with 1 and with 32 concurrent clients, and session latency;
 //  3. the NOOP round trip on a logged-in session;
-//  4. the proxy's resident memory per idle logged-in session.
+//  4. the proxy's resident memory per idle logged-in session;
+//  5. FTPS throughput, and 6. FTPS sessions per second, for a TLS client
+//     direct to vsftpd over TLS, through a proxy that terminates TLS in
+//     front of plain vsftpd (offload), and through a proxy that speaks TLS
+//     to vsftpd as well (re-encryption), as ratios to direct FTPS.
 //
-// It starts vsftpd and ftpproxy itself, on loopback, serving files from a
-// memory-backed directory, and stops them (and only them) at the end. The
-// figures are informational; the exit status is non-zero only when
-// something failed to run or a transfer delivered the wrong bytes.
+// It starts vsftpd and the proxies itself, on loopback, serving files from
+// a memory-backed directory, makes the certificates (a CA and one server
+// certificate each for vsftpd and the proxy), and stops what it started
+// (and only that) at the end. The figures are informational; the exit
+// status is non-zero only when something failed to run or a transfer
+// delivered the wrong bytes.
 //
 // Run it as root (vsftpd's anonymous chroot needs it):
 //
@@ -22,6 +28,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +40,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +59,10 @@ type config struct {
 	idle                  int
 	dir                   string
 	timeout               time.Duration
+
+	ftps                 bool
+	tlsDownMiB, tlsUpMiB int64
+	tlsSessionTime       time.Duration
 }
 
 // Targets the proxy is held to; the run reports PASS or MISS for each.
@@ -81,6 +93,10 @@ func main() {
 	flag.IntVar(&cfg.idle, "idle-sessions", 1000, "idle logged-in sessions for the memory figure")
 	flag.StringVar(&cfg.dir, "dir", "", "directory for the served files (default /dev/shm if it has room, else the temp dir)")
 	flag.DurationVar(&cfg.timeout, "timeout", 6*time.Minute, "abort the whole run after this long")
+	flag.BoolVar(&cfg.ftps, "ftps", true, "also measure FTPS: direct to vsftpd over TLS against the proxy terminating TLS (offload) and the proxy re-encrypting to vsftpd")
+	flag.Int64Var(&cfg.tlsDownMiB, "tls-download-mib", 256, "size of the FTPS download, MiB")
+	flag.Int64Var(&cfg.tlsUpMiB, "tls-upload-mib", 128, "size of the FTPS upload, MiB")
+	flag.DurationVar(&cfg.tlsSessionTime, "tls-session-time", 5*time.Second, "FTPS session test time per mode and concurrency, split over the rounds")
 	flag.Parse()
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -89,7 +105,8 @@ func main() {
 		}
 		cfg.concurrency = append(cfg.concurrency, n)
 	}
-	if cfg.rounds < 1 || cfg.downMiB < 1 || cfg.upMiB < 1 || cfg.noops < cfg.rounds || cfg.idle < 1 {
+	if cfg.rounds < 1 || cfg.downMiB < 1 || cfg.upMiB < 1 || cfg.noops < cfg.rounds || cfg.idle < 1 ||
+		cfg.tlsDownMiB < 1 || cfg.tlsUpMiB < 1 || cfg.tlsSessionTime <= 0 {
 		fatalf("bad flags")
 	}
 	if os.Geteuid() != 0 {
@@ -116,7 +133,7 @@ func main() {
 	watchdog.Stop()
 	if err != nil {
 		b.mu.Lock()
-		for _, p := range []*proc{b.vs, b.px} {
+		for _, p := range []*proc{b.vs, b.px, b.pxOff, b.pxRe} {
 			if p != nil {
 				if t := p.tail(); t != "" {
 					fmt.Fprintf(os.Stderr, "--- end of the %s log:\n%s\n", p.name, t)
@@ -142,6 +159,60 @@ func fatalf(format string, args ...any) {
 type mode struct {
 	name string
 	addr string
+	// For FTPS: the client's TLS configuration (each session uses a clone
+	// with a session cache of its own); nil for plain FTP.
+	tls *tls.Config
+	// The proxy process on the path, nil for a direct mode; a function
+	// since the plain proxy is restarted for the memory figure.
+	px func() *proc
+}
+
+// proxyPID returns the pid of the mode's proxy, 0 for a direct mode.
+func (m mode) proxyPID() int {
+	if m.px == nil {
+		return 0
+	}
+	return m.px().pid()
+}
+
+// proxyTicks returns the CPU time of the mode's proxy process, 0 for a
+// direct mode.
+func (m mode) proxyTicks() (uint64, error) {
+	if pid := m.proxyPID(); pid != 0 {
+		return procCPUTicks(pid)
+	}
+	return 0, nil
+}
+
+// login opens a session and logs in; on an FTPS mode it is AUTH TLS, USER,
+// PBSZ 0 and PROT P, so that the data connections are TLS as well.
+func (m mode) login() (*ftpConn, error) {
+	if m.tls == nil {
+		return login(m.addr)
+	}
+	c, err := dialFTP(m.addr, ctlTimeout)
+	if err != nil {
+		return nil, err
+	}
+	cfg := m.tls.Clone()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	if err := c.authTLS(cfg); err != nil {
+		c.close()
+		return nil, err
+	}
+	if err := c.login(); err != nil {
+		c.close()
+		return nil, err
+	}
+	if _, err := c.expect("PBSZ 0", 200); err != nil {
+		c.close()
+		return nil, err
+	}
+	if _, err := c.expect("PROT P", 200); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
 }
 
 type bench struct {
@@ -151,11 +222,16 @@ type bench struct {
 	work     string
 	vs, px   *proc
 	idleOpen []*ftpConn
+	// The FTPS proxies: TLS to the client and plain FTP to vsftpd
+	// (offload), TLS on both sides (re-encryption).
+	pxOff, pxRe *proc
 
 	root, bigPath  string
 	bigSHA         [32]byte
 	small          []byte
 	direct, proxy  mode
+	ftps           []mode // direct FTPS, offload, re-encryption
+	tlsSHA         [32]byte
 	devnull        *os.File
 	sink           *userSink
 	block          []byte // the upload generator's 1 MiB
@@ -174,6 +250,7 @@ type sessRes struct {
 	proxyTicks uint64    // CPU time of the proxy process over all rounds
 	lat        []time.Duration
 	n, errs    int
+	resumed    int // sessions whose TLS data connection resumed
 	firstErr   error
 }
 
@@ -184,6 +261,10 @@ type results struct {
 	rssBefore, rssAfter int64
 	rssClosed           int64
 	idle                int
+
+	tlsXfer                     map[xferKind]map[string][]xfer
+	tlsSess                     map[int]map[string]*sessRes
+	tlsXferData, tlsXferResumed map[string]int // TLS data connections of the timed transfers
 }
 
 func (b *bench) cleanup() {
@@ -193,8 +274,10 @@ func (b *bench) cleanup() {
 		c.close()
 	}
 	b.idleOpen = nil
-	if b.px != nil {
-		b.px.stop(3 * time.Second)
+	for _, p := range []*proc{b.px, b.pxOff, b.pxRe} {
+		if p != nil {
+			p.stop(3 * time.Second)
+		}
 	}
 	if b.vs != nil {
 		// Session processes left over (after a failure) are found while
@@ -226,6 +309,11 @@ func (b *bench) run() error {
 	if err := b.verify(); err != nil {
 		return fmt.Errorf("verification: %w", err)
 	}
+	if b.cfg.ftps {
+		if err := b.verifyFTPS(); err != nil {
+			return fmt.Errorf("FTPS verification: %w", err)
+		}
+	}
 	if err := b.throughput(); err != nil {
 		return fmt.Errorf("throughput: %w", err)
 	}
@@ -238,11 +326,24 @@ func (b *bench) run() error {
 	if err := b.idleMemory(); err != nil {
 		return fmt.Errorf("idle sessions: %w", err)
 	}
+	if b.cfg.ftps {
+		if err := b.ftpsThroughput(); err != nil {
+			return fmt.Errorf("FTPS throughput: %w", err)
+		}
+		if err := b.ftpsSessions(); err != nil {
+			return fmt.Errorf("FTPS sessions: %w", err)
+		}
+	}
 	b.report()
 	for _, c := range b.cfg.concurrency {
 		for _, m := range []mode{b.direct, b.proxy} {
 			if r := b.res.sess[c][m.name]; r.errs > 0 {
 				return fmt.Errorf("%d of %d sessions failed (%s, %d clients), first: %v", r.errs, r.n+r.errs, m.name, c, r.firstErr)
+			}
+		}
+		for _, m := range b.ftps {
+			if r := b.res.tlsSess[c][m.name]; r.errs > 0 {
+				return fmt.Errorf("%d of %d FTPS sessions failed (%s, %d clients), first: %v", r.errs, r.n+r.errs, m.name, c, r.firstErr)
 			}
 		}
 	}
@@ -260,6 +361,9 @@ func (b *bench) setup() error {
 	}
 	parent := cfg.dir
 	need := uint64(cfg.downMiB+2*cfg.upMiB+64) << 20
+	if cfg.ftps {
+		need += uint64(cfg.tlsDownMiB+2*cfg.tlsUpMiB) << 20
+	}
 	if parent == "" {
 		parent = os.TempDir()
 		var st syscall.Statfs_t
@@ -299,27 +403,24 @@ func (b *bench) setup() error {
 	b.bigPath = filepath.Join(pub, "big.bin")
 	block := make([]byte, 1<<20)
 	fillRandom(block)
-	f, err := os.Create(b.bigPath)
-	if err != nil {
+	if b.bigSHA, err = writeStamped(b.bigPath, cfg.downMiB, block); err != nil {
 		return err
 	}
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for i := range cfg.downMiB {
-		copy(block, fmt.Sprintf("%016d", i))
-		if _, err := w.Write(block); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	copy(b.bigSHA[:], h.Sum(nil))
 	b.small = make([]byte, smallSize)
 	fillRandom(b.small)
 	if err := os.WriteFile(filepath.Join(pub, "small.bin"), b.small, 0o644); err != nil {
 		return err
+	}
+	var pki *pki
+	tlsConf := ""
+	if cfg.ftps {
+		if b.tlsSHA, err = writeStamped(filepath.Join(pub, "tls.bin"), cfg.tlsDownMiB, block); err != nil {
+			return err
+		}
+		if pki, err = makePKI(work); err != nil {
+			return fmt.Errorf("certificates: %w", err)
+		}
+		tlsConf = vsftpdTLSConf(pki)
 	}
 	if b.devnull, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
 		return err
@@ -340,8 +441,12 @@ func (b *bench) setup() error {
 			return err
 		}
 	}
-	b.direct = mode{"direct", fmt.Sprintf("127.0.0.1:%d", vport)}
-	b.proxy = mode{"proxy", fmt.Sprintf("127.0.0.1:%d", pport)}
+	b.direct = mode{name: "direct", addr: fmt.Sprintf("127.0.0.1:%d", vport)}
+	b.proxy = mode{name: "proxy", addr: fmt.Sprintf("127.0.0.1:%d", pport), px: func() *proc {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.px
+	}}
 
 	conf := filepath.Join(work, "vsftpd.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`listen=YES
@@ -363,7 +468,7 @@ pasv_min_port=22000
 pasv_max_port=22999
 max_clients=0
 max_per_ip=0
-`, vport, b.root, empty)), 0o644); err != nil {
+%s`, vport, b.root, empty, tlsConf)), 0o644); err != nil {
 		return err
 	}
 	vs, err := startProc("vsftpd", filepath.Join(work, "vsftpd.log"), cfg.vsftpd, conf)
@@ -376,7 +481,13 @@ max_per_ip=0
 	if err := waitReady(vs, b.direct.addr, 10*time.Second); err != nil {
 		return err
 	}
-	return b.startProxy()
+	if err := b.startProxy(); err != nil {
+		return err
+	}
+	if cfg.ftps {
+		return b.startFTPSProxies(pki, vport, pport)
+	}
+	return nil
 }
 
 // startProxy starts (or restarts) ftpproxy in front of vsftpd.
@@ -424,16 +535,24 @@ func (b *bench) printHeader() {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Printf("ftpbench: %d CPUs (%s), kernel %s, %s\n", runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), runtime.Version())
 	fmt.Printf("direct: client -> vsftpd %s; proxy: client -> ftpproxy %s -> vsftpd\n", b.direct.addr, b.proxy.addr)
+	if len(b.ftps) == 3 {
+		fmt.Printf("FTPS: direct: client -> vsftpd %s over TLS; offload: client -> ftpproxy %s over TLS -> vsftpd;\n", b.direct.addr, b.ftps[1].addr)
+		fmt.Printf("      re-encrypt: client -> ftpproxy %s over TLS -> vsftpd over TLS; certificates ECDSA P-256 from a CA made for the run\n", b.ftps[2].addr)
+	}
 	fmt.Printf("files in %s; RLIMIT_NOFILE %d; %d rounds, direct and proxy alternating\n\n", b.root, b.noFile, b.cfg.rounds)
 }
 
 // order returns the two modes, direct first in even rounds and the proxy
 // first in odd ones, so that drift in the machine's load cancels out.
 func (b *bench) order(round int) []mode {
-	if round%2 == 0 {
-		return []mode{b.direct, b.proxy}
-	}
-	return []mode{b.proxy, b.direct}
+	return rotate([]mode{b.direct, b.proxy}, round)
+}
+
+// rotate returns modes rotated left by round, so that each mode goes first
+// in turn.
+func rotate(modes []mode, round int) []mode {
+	k := round % len(modes)
+	return append(slices.Clone(modes[k:]), modes[:k]...)
 }
 
 func login(addr string) (*ftpConn, error) {
@@ -490,7 +609,7 @@ func (b *bench) verify() error {
 	}
 	c.quit()
 	for _, m := range []mode{b.direct, b.proxy} {
-		if err := smallSession(m.addr, newSmallBuf(), sha256.Sum256(b.small)); err != nil {
+		if _, err := smallSession(m, newSmallBuf(), sha256.Sum256(b.small)); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 	}
@@ -539,8 +658,12 @@ func (b *bench) throughput() error {
 // transfer runs one timed RETR or STOR. The client is cheap on purpose:
 // one 1 MiB buffer for read(2) or write(2), or, for the zero-copy download,
 // splice(2) from the socket into /dev/null, which touches no data at all.
+//
+// On an FTPS mode the files are the FTPS ones (-tls-download-mib and
+// -tls-upload-mib) and the client decrypts into, or encrypts from, the same
+// buffers; there is no zero-copy download.
 func (b *bench) transfer(m mode, kind xferKind) (xfer, error) {
-	c, err := login(m.addr)
+	c, err := m.login()
 	if err != nil {
 		return xfer{}, err
 	}
@@ -549,17 +672,25 @@ func (b *bench) transfer(m mode, kind xferKind) (xfer, error) {
 	if _, err := c.expect("TYPE I", 200); err != nil {
 		return xfer{}, err
 	}
-	size := b.cfg.downMiB << 20
+	size, down, up := b.cfg.downMiB<<20, "pub/big.bin", "pub/up.bin"
 	if kind == upUser {
 		size = b.cfg.upMiB << 20
 	}
+	if m.tls != nil {
+		size, down, up = b.cfg.tlsDownMiB<<20, "pub/tls.bin", "pub/tlsup.bin"
+		if kind == upUser {
+			size = b.cfg.tlsUpMiB << 20
+		}
+		if kind == downZero {
+			return xfer{}, errors.New("no zero-copy download over TLS")
+		}
+	}
 	gen := &pattern{block: b.block, n: size}
-	pxPID := b.px.pid()
 	cpu0, err := cpuBusyTicks()
 	if err != nil {
 		return xfer{}, err
 	}
-	px0, err := procCPUTicks(pxPID)
+	px0, err := m.proxyTicks()
 	if err != nil {
 		return xfer{}, err
 	}
@@ -567,15 +698,15 @@ func (b *bench) transfer(m mode, kind xferKind) (xfer, error) {
 	var n int64
 	switch kind {
 	case downUser:
-		n, err = c.retr("pub/big.bin", true, b.sink, xferTimeout)
+		n, err = c.retr(down, true, b.sink, xferTimeout)
 	case downZero:
-		n, err = c.retr("pub/big.bin", true, b.devnull, xferTimeout)
+		n, err = c.retr(down, true, b.devnull, xferTimeout)
 	case upUser:
-		n, err = c.stor("pub/up.bin", true, gen, xferTimeout)
+		n, err = c.stor(up, true, gen, xferTimeout)
 	}
 	el := time.Since(t0)
 	cpu1, err1 := cpuBusyTicks()
-	px1, err2 := procCPUTicks(pxPID)
+	px1, err2 := m.proxyTicks()
 	if err != nil {
 		return xfer{}, err
 	}
@@ -585,8 +716,12 @@ func (b *bench) transfer(m mode, kind xferKind) (xfer, error) {
 	if n != size {
 		return xfer{}, fmt.Errorf("moved %d bytes, want %d", n, size)
 	}
+	if m.tls != nil {
+		b.res.tlsXferData[m.name] += c.dataTLS
+		b.res.tlsXferResumed[m.name] += c.dataResumed
+	}
 	if kind == upUser {
-		got, err := c.size("pub/up.bin")
+		got, err := c.size(up)
 		if err != nil {
 			return xfer{}, err
 		}
@@ -643,46 +778,63 @@ func (s *smallBuf) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // smallSession is one whole session of the session test: connect, log in,
-// PASV, RETR the 4 KiB file (checked by SHA-256), QUIT.
-func smallSession(addr string, buf *smallBuf, want [32]byte) error {
-	c, err := login(addr)
+// PASV, RETR the 4 KiB file (checked by SHA-256), QUIT. On an FTPS mode
+// that is connect, AUTH TLS, USER, PBSZ 0, PROT P, PASV, RETR over a TLS
+// data connection that resumes the control connection's session, QUIT;
+// it reports whether the data connection resumed.
+func smallSession(m mode, buf *smallBuf, want [32]byte) (resumed bool, err error) {
+	c, err := m.login()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.close()
 	buf.n = 0
 	n, err := c.retr("pub/small.bin", false, buf, ctlTimeout)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if n != smallSize || sha256.Sum256(buf.p[:buf.n]) != want {
-		return fmt.Errorf("the 4 KiB file arrived as %d bytes with a different SHA-256", n)
+		return false, fmt.Errorf("the 4 KiB file arrived as %d bytes with a different SHA-256", n)
 	}
-	return c.quit()
+	return c.dataResumed > 0, c.quit()
 }
 
 // sessionRate runs the session test for each concurrency.
 func (b *bench) sessionRate() error {
 	b.res.sess = map[int]map[string]*sessRes{}
-	slot := b.cfg.sessionTime / time.Duration(b.cfg.rounds)
-	want := sha256.Sum256(b.small)
 	fmt.Printf("\n2. sessions: connect, login, PASV, RETR 4 KiB, QUIT; %v per mode and concurrency in %d slots\n", b.cfg.sessionTime, b.cfg.rounds)
+	return b.sessions([]mode{b.direct, b.proxy}, b.cfg.sessionTime, b.res.sess)
+}
+
+// sessions runs the session test of the modes for each concurrency, for
+// total per mode and concurrency, split over the rounds, and fills res.
+func (b *bench) sessions(modes []mode, total time.Duration, res map[int]map[string]*sessRes) error {
+	slot := total / time.Duration(b.cfg.rounds)
+	want := sha256.Sum256(b.small)
+	width := 0
+	for _, m := range modes {
+		width = max(width, len(m.name))
+	}
 	for _, conc := range b.cfg.concurrency {
-		b.res.sess[conc] = map[string]*sessRes{b.direct.name: {}, b.proxy.name: {}}
+		res[conc] = map[string]*sessRes{}
+		for _, m := range modes {
+			res[conc][m.name] = &sessRes{}
+		}
 		for r := range b.cfg.rounds {
-			for _, m := range b.order(r) {
-				res := b.res.sess[conc][m.name]
-				px0, err := procCPUTicks(b.px.pid())
+			for _, m := range rotate(modes, r) {
+				res := res[conc][m.name]
+				px0, err := m.proxyTicks()
 				if err != nil {
 					return err
 				}
-				n, errs, lat, firstErr, el := runSessions(m.addr, conc, slot, want)
-				px1, err := procCPUTicks(b.px.pid())
+				n, errs, resumed, lat, firstErr, el := runSessions(m, conc, slot, want)
+				px1, err := m.proxyTicks()
 				if err != nil {
 					return err
 				}
 				res.proxyTicks += px1 - px0
 				res.n += n
+				res.resumed += resumed
 				res.errs += errs
 				res.lat = append(res.lat, lat...)
 				if res.firstErr == nil {
@@ -690,8 +842,8 @@ func (b *bench) sessionRate() error {
 				}
 				rate := float64(n) / el.Seconds()
 				res.rates = append(res.rates, rate)
-				fmt.Printf("   round %d  %2d clients  %-6s %7.0f sessions/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n",
-					r+1, conc, m.name, rate, ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), errs)
+				fmt.Printf("   round %d  %2d clients  %-*s %7.0f sessions/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n",
+					r+1, conc, width, m.name, rate, ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), errs)
 				if n == 0 {
 					return fmt.Errorf("no session completed (%s, %d clients): %v", m.name, conc, firstErr)
 				}
@@ -701,8 +853,9 @@ func (b *bench) sessionRate() error {
 	return nil
 }
 
-// runSessions runs conc clients doing back-to-back sessions for d.
-func runSessions(addr string, conc int, d time.Duration, want [32]byte) (n, errs int, lat []time.Duration, firstErr error, elapsed time.Duration) {
+// runSessions runs conc clients doing back-to-back sessions of mode m for
+// d; resumed counts the sessions whose TLS data connection resumed.
+func runSessions(m mode, conc int, d time.Duration, want [32]byte) (n, errs, resumed int, lat []time.Duration, firstErr error, elapsed time.Duration) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -713,11 +866,14 @@ func runSessions(addr string, conc int, d time.Duration, want [32]byte) (n, errs
 			defer wg.Done()
 			buf := newSmallBuf()
 			var my []time.Duration
-			var myErrs, inRow int
+			var myErrs, myResumed, inRow int
 			var myErr error
 			for time.Now().Before(end) {
 				t0 := time.Now()
-				err := smallSession(addr, buf, want)
+				r, err := smallSession(m, buf, want)
+				if r {
+					myResumed++
+				}
 				if err != nil {
 					myErrs++
 					inRow++
@@ -735,6 +891,7 @@ func runSessions(addr string, conc int, d time.Duration, want [32]byte) (n, errs
 			mu.Lock()
 			n += len(my)
 			errs += myErrs
+			resumed += myResumed
 			lat = append(lat, my...)
 			if firstErr == nil {
 				firstErr = myErr
@@ -743,7 +900,7 @@ func runSessions(addr string, conc int, d time.Duration, want [32]byte) (n, errs
 		}()
 	}
 	wg.Wait()
-	return n, errs, lat, firstErr, time.Since(start)
+	return n, errs, resumed, lat, firstErr, time.Since(start)
 }
 
 // noopRTT times NOOPs on one logged-in session per mode.
@@ -800,7 +957,7 @@ func (b *bench) idleMemory() error {
 	want := sha256.Sum256(b.small)
 	buf := newSmallBuf()
 	for range 32 { // warm up: the first sessions set up what all share
-		if err := smallSession(b.proxy.addr, buf, want); err != nil {
+		if _, err := smallSession(b.proxy, buf, want); err != nil {
 			return err
 		}
 	}
@@ -944,6 +1101,9 @@ func (b *bench) report() {
 	fmt.Printf("%-40s %12s %12.1f\n", fmt.Sprintf("proxy RSS per idle session (%d), KiB", r.idle), "", perIdle)
 	fmt.Printf("%-40s %12s %12d\n", "  proxy VmRSS before / with them, KiB", "", r.rssBefore)
 	fmt.Printf("%-40s %12s %12d\n", "", "", r.rssAfter)
+	if b.cfg.ftps {
+		b.reportFTPS()
+	}
 
 	fmt.Printf("\nGoals\n")
 	goal := func(text string, ok bool) { fmt.Printf("  %-4s  %s\n", passMiss(ok), text) }
@@ -957,8 +1117,13 @@ func (b *bench) report() {
 	}
 	goal(fmt.Sprintf("NOOP p50 <= %.1f x direct: %.2f", noopGoalRatio, n50p/n50d), n50p <= noopGoalRatio*n50d)
 	goal(fmt.Sprintf("RSS per idle session < %.0f KiB: %.1f KiB", idleGoalKiB, perIdle), perIdle < idleGoalKiB)
-	if b.px != nil {
-		b.proxyWarnLines += countLines(b.px.log)
+	if b.cfg.ftps {
+		b.ftpsGoals(goal)
+	}
+	for _, px := range []*proc{b.px, b.pxOff, b.pxRe} {
+		if px != nil {
+			b.proxyWarnLines += countLines(px.log)
+		}
 	}
 	if b.proxyWarnLines > 0 {
 		fmt.Printf("\nnote: the proxy logged %d lines at warn level or above\n", b.proxyWarnLines)
