@@ -33,7 +33,7 @@
 // "daemon".
 //
 // Each Kind has a default passive port range (vsftpd 22000-22099,
-// pure-ftpd 22100-22199, proftpd 22200-22299); suites that run servers at
+// pure-ftpd 22300-22499, proftpd 22200-22299); suites that run servers at
 // the same time as others pass PassivePorts to keep them apart, and give
 // the proxy a --passive-ports range of its own.
 //

@@ -44,7 +44,7 @@ func TestKinds(t *testing.T) {
 		name   string
 		lo, hi int
 		mlsd   bool
-	}{{"vsftpd", 22000, 22099, false}, {"pure-ftpd", 22100, 22199, true}, {"proftpd", 22200, 22299, true}} {
+	}{{"vsftpd", 22000, 22099, false}, {"pure-ftpd", 22300, 22499, true}, {"proftpd", 22200, 22299, true}} {
 		k, ok := KindByName(want.name)
 		if !ok || k.PasvLo != want.lo || k.PasvHi != want.hi || k.MLSD != want.mlsd || k.prepare == nil {
 			t.Errorf("KindByName(%q) = %+v, %v", want.name, k, ok)
@@ -85,7 +85,7 @@ func TestServerConfigPassivePorts(t *testing.T) {
 		pf := testServer(PureFTPd, c.opts...)
 		lo, hi = c.lo, c.hi
 		if lo == "" {
-			lo, hi = "22100", "22199"
+			lo, hi = "22300", "22499"
 		}
 		args := pureFTPdArgs(pf, "/work/x/pureftpd.pdb")
 		if i := slices.Index(args, "-p"); i < 0 || args[i+1] != lo+":"+hi {

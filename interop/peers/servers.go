@@ -39,8 +39,10 @@ type Kind struct {
 var (
 	// Vsftpd is vsftpd 3 with a PAM-checked virtual user.
 	Vsftpd = Kind{Name: "vsftpd", PasvLo: 22000, PasvHi: 22099, MLSD: false, prepare: prepareVsftpd}
-	// PureFTPd is pure-ftpd with a PureDB virtual user.
-	PureFTPd = Kind{Name: "pure-ftpd", PasvLo: 22100, PasvHi: 22199, MLSD: true, prepare: preparePureFTPd}
+	// PureFTPd is pure-ftpd with a PureDB virtual user. Its range is 200
+	// ports because pure-ftpd caps its clients at half its passive ports,
+	// and the suites run 50-session cases beside others.
+	PureFTPd = Kind{Name: "pure-ftpd", PasvLo: 22300, PasvHi: 22499, MLSD: true, prepare: preparePureFTPd}
 	// ProFTPd is proftpd with AuthUserFile/AuthGroupFile.
 	ProFTPd = Kind{Name: "proftpd", PasvLo: 22200, PasvHi: 22299, MLSD: true, prepare: prepareProFTPd}
 )
