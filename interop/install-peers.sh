@@ -5,6 +5,7 @@
 #    db5.3-util make the servers' password files);
 #  - the FTP servers (vsftpd, pure-ftpd, proftpd) are only downloaded and
 #    unpacked into interop/.peers/<name>/ with dpkg -x, never installed,
+#    proftpd with proftpd-mod-crypto for mod_tls,
 #    because installing a server package would start a system daemon on
 #    port 21. Shared libraries the unpacked servers need that are not on
 #    the machine are installed as library packages.
@@ -75,6 +76,34 @@ for name in vsftpd pure-ftpd proftpd; do
   done
 done
 
+# Packages unpacked into a server's tree beside its main ones, each with a
+# file it provides, so that a tree unpacked before they were listed gets
+# them too: proftpd's mod_tls (FTPS) lives in proftpd-mod-crypto.
+declare -A server_extra=(
+  [proftpd]="proftpd-mod-crypto:usr/lib/proftpd/mod_tls.so"
+)
+for name in "${!server_extra[@]}"; do
+  for entry in ${server_extra[$name]}; do
+    pkg="${entry%%:*}"
+    file="${entry#*:}"
+    if [ -e "$peers/$name/$file" ]; then
+      continue
+    fi
+    (
+      cd "$dl"
+      if ! ls "${pkg}"_*.deb >/dev/null 2>&1; then
+        if ! apt-get download -qq "$pkg"; then
+          apt_update_once
+          apt-get download -qq "$pkg"
+        fi
+      fi
+    )
+    for deb in "$dl/${pkg}"_*.deb; do
+      dpkg -x "$deb" "$peers/$name"
+    done
+  done
+done
+
 # Libraries the unpacked binaries need but the machine lacks: find the
 # owning library package by name with apt-file-less heuristics (dpkg -S on
 # nothing works for missing files), so map the known sonames explicitly and
@@ -94,28 +123,36 @@ declare -A lib_pkg=(
   [libpcre2-8.so.0]=libpcre2-8-0
   [libpcre2-posix.so.3]=libpcre2-posix3
 )
+# The server binaries, and the extra modules they load.
+declare -A server_objs=(
+  [vsftpd]="usr/sbin/vsftpd"
+  [pure-ftpd]="usr/sbin/pure-ftpd"
+  [proftpd]="usr/sbin/proftpd usr/lib/proftpd/mod_tls.so"
+)
 for name in vsftpd pure-ftpd proftpd; do
-  bin="$peers/$name/${server_bin[$name]}"
-  for so in $(ldd "$bin" 2>/dev/null | awk '/not found/ {print $1}'); do
-    pkg="${lib_pkg[$so]:-}"
-    if [ -z "$pkg" ]; then
-      apt_update_once
-      pkg="$(apt-cache search --names-only "^$(echo "$so" | sed 's/\.so\./ /; s/ .*//')" | awk '{print $1}' | head -n1)"
-    fi
-    if [ -z "$pkg" ]; then
-      echo "install-peers: no package found for $so needed by $name" >&2
+  for obj in ${server_objs[$name]}; do
+    bin="$peers/$name/$obj"
+    for so in $(ldd "$bin" 2>/dev/null | awk '/not found/ {print $1}'); do
+      pkg="${lib_pkg[$so]:-}"
+      if [ -z "$pkg" ]; then
+        apt_update_once
+        pkg="$(apt-cache search --names-only "^$(echo "$so" | sed 's/\.so\./ /; s/ .*//')" | awk '{print $1}' | head -n1)"
+      fi
+      if [ -z "$pkg" ]; then
+        echo "install-peers: no package found for $so needed by $name" >&2
+        exit 1
+      fi
+      if ! apt-get install -y -qq --no-install-recommends "$pkg"; then
+        apt_update_once
+        apt-get install -y -qq --no-install-recommends "$pkg"
+      fi
+    done
+    if ldd "$bin" | grep -q "not found"; then
+      echo "install-peers: $name ($obj) still misses libraries:" >&2
+      ldd "$bin" | grep "not found" >&2
       exit 1
     fi
-    if ! apt-get install -y -qq --no-install-recommends "$pkg"; then
-      apt_update_once
-      apt-get install -y -qq --no-install-recommends "$pkg"
-    fi
   done
-  if ldd "$bin" | grep -q "not found"; then
-    echo "install-peers: $name still misses libraries:" >&2
-    ldd "$bin" | grep "not found" >&2
-    exit 1
-  fi
 done
 
 echo "peers:"

@@ -37,6 +37,14 @@
 // the same time as others pass PassivePorts to keep them apart, and give
 // the proxy a --passive-ports range of its own.
 //
+// A server speaks FTPS with the option TLS (TLSOptions: certificate and
+// key, TLS required, implicit TLS, close_notify required at the end of an
+// upload); MakeTestPKI makes a CA and server certificates for it:
+//
+//	pki, err := peers.MakeTestPKI(filepath.Join(work, "pki"), "ftps.interop.test")
+//	srv, err := peers.StartServer(ctx, peers.ProFTPd, "interop/.peers", work, "127.0.0.3", 2140,
+//		peers.TLS(peers.TLSOptions{CertFile: pki.CertFile, KeyFile: pki.KeyFile, Require: true}))
+//
 // Every process is started in a process group of its own and stopped by
 // its own PID; nothing here ends processes by name. Client calls are one
 // program invocation (one FTP session) each, bounded by OpTimeout.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -69,6 +70,12 @@ func WaitGreeting(ctx context.Context, addr string, limit time.Duration, exited 
 // waitGreeting is WaitGreeting with the probe's local address: source, when
 // not empty, is the IP the probe connections are bound to.
 func waitGreeting(ctx context.Context, addr, source string, limit time.Duration, exited <-chan error) error {
+	return waitGreetingTLS(ctx, addr, source, nil, limit, exited)
+}
+
+// waitGreetingTLS is waitGreeting that, with tlsConf, speaks TLS from the
+// first byte (implicit FTPS).
+func waitGreetingTLS(ctx context.Context, addr, source string, tlsConf *tls.Config, limit time.Duration, exited <-chan error) error {
 	d := net.Dialer{Timeout: time.Second}
 	if source != "" {
 		ip := net.ParseIP(source)
@@ -87,7 +94,13 @@ func waitGreeting(ctx context.Context, addr, source string, limit time.Duration,
 			return ctx.Err()
 		default:
 		}
-		c, err := d.Dial("tcp", addr)
+		var c net.Conn
+		var err error
+		if tlsConf != nil {
+			c, err = tls.DialWithDialer(&d, "tcp", addr, tlsConf)
+		} else {
+			c, err = d.Dial("tcp", addr)
+		}
 		if err == nil {
 			c.SetDeadline(time.Now().Add(3 * time.Second))
 			line, rerr := bufio.NewReader(c).ReadString('\n')

@@ -85,6 +85,8 @@ type Server struct {
 	UID, GID int
 	// LogPath holds the server process's stdout and stderr.
 	LogPath string
+	// TLS, if not nil, is how the server speaks FTPS (option TLS).
+	TLS *TLSOptions
 
 	cmd     *exec.Cmd
 	waitErr chan error
@@ -135,6 +137,9 @@ func StartServer(ctx context.Context, kind Kind, peersDir, workDir, host string,
 	if s.PasvLo <= 0 || s.PasvHi <= s.PasvLo || s.PasvHi > 65535 {
 		return nil, fmt.Errorf("%s: passive ports %d-%d: want a range of at least two ports", kind.Name, s.PasvLo, s.PasvHi)
 	}
+	if err := checkTLS(s); err != nil {
+		return nil, fmt.Errorf("%s: %w", kind.Name, err)
+	}
 	if fi, err := os.Stat(workDir); err != nil {
 		return nil, err
 	} else if fi.Mode().Perm()&0o001 == 0 {
@@ -182,7 +187,7 @@ func StartServer(ctx context.Context, kind Kind, peersDir, workDir, host string,
 	}
 	s.waitErr = make(chan error, 1)
 	go func() { s.waitErr <- s.cmd.Wait(); out.Close() }()
-	if err := WaitGreeting(ctx, s.Addr(), 10*time.Second, s.waitErr); err != nil {
+	if err := waitGreetingTLS(ctx, s.Addr(), "", s.greetingTLS(), 10*time.Second, s.waitErr); err != nil {
 		s.Stop()
 		logTail, _ := os.ReadFile(s.LogPath)
 		return nil, fmt.Errorf("%s on %s did not come up: %w\n%s", kind.Name, s.Addr(), err, logTail)
@@ -321,7 +326,7 @@ hide_ids=NO
 max_clients=0
 max_per_ip=0
 delay_failed_login=1
-`, listen, s.Port, s.Root, empty, pamService, s.PasvLo, s.PasvHi, filepath.Join(s.Dir, "vsftpd.log"))
+`, listen, s.Port, s.Root, empty, pamService, s.PasvLo, s.PasvHi, filepath.Join(s.Dir, "vsftpd.log")) + vsftpdTLSConfig(s)
 }
 
 // preparePureFTPd configures pure-ftpd with a virtual user in a PureDB file
@@ -354,7 +359,7 @@ func pureFTPdPasswd(s *Server, hash string) string {
 // pureFTPdArgs is the command line that runs pure-ftpd for s with the
 // PureDB file pdb.
 func pureFTPdArgs(s *Server, pdb string) []string {
-	return []string{
+	args := []string{
 		filepath.Join(s.Peers, "pure-ftpd/usr/sbin/pure-ftpd"),
 		"-S", s.Host + "," + strconv.Itoa(s.Port),
 		"-l", "puredb:" + pdb,
@@ -367,6 +372,7 @@ func pureFTPdArgs(s *Server, pdb string) []string {
 		"-g", filepath.Join(s.Dir, "pure-ftpd.pid"),
 		"-O", "clf:" + filepath.Join(s.Dir, "transfer.log"),
 	}
+	return append(args, pureFTPdTLSArgs(s)...)
 }
 
 // prepareProFTPd configures proftpd with AuthUserFile/AuthGroupFile (no
@@ -423,7 +429,7 @@ DefaultRoot ~
 AllowOverwrite on
 AllowStoreRestart on
 AllowRetrieveRestart on
-`, s.Port, s.Host, s.Dir, passwd, group, s.PasvLo, s.PasvHi)
+`, s.Port, s.Host, s.Dir, passwd, group, s.PasvLo, s.PasvHi) + proftpdTLSConfig(s)
 }
 
 // CheckConcurrent checks the output of Ftplib.Concurrent against the
