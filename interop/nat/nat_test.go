@@ -35,6 +35,7 @@ var (
 	flagClients   = flag.Int("clients", 20, "concurrent clients against the 4-port passive range")
 	flagReplyWait = flag.Duration("reply-wait", 20*time.Second, "how long a client waits for the reply to a transfer the proxy could not connect upstream")
 	flagBudget    = flag.Duration("budget", 4*time.Minute+30*time.Second, "time the whole suite may take")
+	flagCases     = flag.String("cases", "", "comma-separated cases to run, of topology,a,b,c,d,e,f,g,h (default: all)")
 )
 
 // Ports: the proxy and the servers, and the ranges each uses. They live in
@@ -129,14 +130,29 @@ func TestNAT(t *testing.T) {
 		return
 	}
 
-	s.caseTopology()
-	s.caseA()
-	s.caseB()
-	s.caseC()
-	s.caseD()
-	s.caseE()
-	s.caseF()
-	s.caseG()
+	cases := []struct {
+		name string
+		run  func()
+	}{
+		{"topology", s.caseTopology}, {"a", s.caseA}, {"b", s.caseB}, {"c", s.caseC},
+		{"d", s.caseD}, {"e", s.caseE}, {"f", s.caseF}, {"g", s.caseG}, {"h", s.caseH},
+	}
+	want := map[string]bool{}
+	for _, c := range strings.Split(*flagCases, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			want[c] = true
+		}
+	}
+	all := len(want) == 0
+	for _, c := range cases {
+		if all || want[c.name] {
+			delete(want, c.name)
+			c.run()
+		}
+	}
+	for c := range want {
+		tl.report("cases", 0, fmt.Errorf("-cases: no case %q", c))
+	}
 }
 
 // setup builds the topology, loads the router's plain NAT, starts the

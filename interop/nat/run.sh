@@ -2,7 +2,9 @@
 # Runs the NAT and addressing suite: curl, lftp and ftplib behind a
 # masquerading router (with and without the kernel's FTP helper), on an
 # inside network and over IPv6, through ftpproxy to vsftpd servers only the
-# proxy reaches (one of them announcing an address it does not own). The
+# proxy reaches (one of them announcing an address it does not own), and
+# FTPS from behind the NAT, through an edge router's DNAT with the FTP helper
+# (where it fails) and through ftpproxy (where it works). The
 # test builds its topology itself, five network namespaces named
 # ftpnat-$$-{cli,rtr,pxy,srv,in} joined by veth pairs (addresses in
 # topo_test.go); this script builds the binaries outside them (there is no

@@ -22,7 +22,8 @@ import (
 //	pxy  198.51.100.10 (wan0)        the proxy's public address
 //	     10.20.0.1, fd00:20::1 (srv0) its leg into the server net
 //	     10.30.0.1, fd00:1::1 (in0)   the inside/IPv6 client net
-//	     no forwarding: nothing reaches the servers but the proxy
+//	     no forwarding: nothing reaches the servers but the proxy (case
+//	     h turns it on for a while, as an edge router, and off again)
 //	srv  10.20.0.2, fd00:20::2 (eth0) the FTP servers, no default route
 //	in   10.30.0.2, fd00:1::2 (eth0)  the inside client, IPv4 and IPv6
 //
