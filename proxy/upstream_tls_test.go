@@ -275,3 +275,99 @@ func TestUpstreamTLSRefused(t *testing.T) {
 }
 
 var _ net.Conn = (*tls.Conn)(nil)
+
+// An upstream that drops its TLS data connection in the middle of a file
+// (a reset, no close_notify) fails the transfer: the client gets 426, never
+// a success for a short file, and the session goes on. ABOR on a transfer
+// protected on both sides works as it does in plain FTP.
+func TestUpstreamTLSDropsMidTransfer(t *testing.T) {
+	checkFDs(t)
+	pki := newTestPKI(t)
+	file := randomBytes(t, 1<<20)
+	fs := newFakeServer(t, func(f *fakeConn) {
+		conf := &tls.Config{Certificates: []tls.Certificate{pki.server}}
+		f.Send("220 ready")
+		f.Expect("AUTH TLS")
+		f.Send("234 go")
+		tc := tls.Server(f.c, conf)
+		if err := tc.Handshake(); err != nil {
+			f.fail("control handshake: %v", err)
+		}
+		f.c, f.br = tc, bufio.NewReader(tc)
+		f.Expect("USER")
+		f.Send("230 ok")
+		f.Expect("PBSZ 0") // once, before the first data command
+		f.Send("200 PBSZ=0")
+		f.Expect("PROT P")
+		f.Send("200 PROT P")
+		for _, step := range []string{"drop", "abort"} {
+			l := f.AnswerPASV("127,0,0,1")
+			f.Expect("RETR")
+			f.Send("150 here")
+			raw := l.Accept()
+			dc := tls.Server(raw, conf)
+			if err := dc.Handshake(); err != nil {
+				f.fail("data handshake: %v", err)
+			}
+			switch step {
+			case "drop":
+				dc.Write(file[:len(file)/2])
+				raw.SetLinger(0)
+				raw.Close()
+				f.Send("426 Failure writing network stream.")
+			case "abort":
+				done := streamData(dc, file[:64<<10])
+				if err := f.waitErr(done, "the aborted stream"); err == nil {
+					f.fail("the ABOR did not end the data connection")
+				}
+				f.Send("426 Connection closed; transfer aborted.")
+			}
+		}
+		// A QUIT that arrives before the aborted transfer's 426 is
+		// answered by the proxy, which then closes: EOF or QUIT here.
+		if line, err := f.ReadLine(); err == nil && line == "QUIT" {
+			f.Send("221 bye")
+		}
+	})
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+		pki.proxyTLS(proxy.ClientTLSAllow, proxy.DataReuseAuto)(c)
+		upstreamTLSConfig(pki, proxy.UpstreamTLSMatch)(c)
+	}})
+	conf := pki.clientConfig()
+	c := dialLogin(t, e.addr)
+	startTLS(t, c, conf)
+	c.Cmd("USER u", 230)
+	c.Cmd("PBSZ 0", 200)
+	c.Cmd("PROT P", 200)
+
+	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
+	c.Send("RETR f")
+	var got []byte
+	// The reset may reach the client before its connect or handshake is
+	// over.
+	if raw, err := net.DialTimeout("tcp", ap.String(), ioTimeout); err == nil {
+		defer raw.Close()
+		dc := tls.Client(raw, conf)
+		dc.SetDeadline(time.Now().Add(ioTimeout))
+		got, _ = io.ReadAll(dc)
+	}
+	c.Expect(150)
+	if r := c.Reply(); r.code/100 == 2 || len(got) == len(file) {
+		t.Fatalf("a transfer the upstream dropped after %d bytes got %q", len(got), r.text())
+	}
+
+	ap = checkPASVReply(t, e, c.Cmd("PASV", 227))
+	c.Send("RETR f")
+	dc, err := dialTLSData(t, ap, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(150)
+	if _, err := io.ReadFull(dc, make([]byte, 32<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.Send("ABOR")
+	c.Expect(426)
+	c.Expect(226)
+	c.Cmd("QUIT", 221)
+}
