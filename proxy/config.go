@@ -120,6 +120,11 @@ type Config struct {
 	// of it. The zero Logger writes nothing.
 	Logger zerolog.Logger
 
+	// Metrics, if set, counts sessions, logins, transfers, failures and
+	// handshakes for Prometheus (see NewMetrics). Nil, the default, counts
+	// nothing.
+	Metrics *Metrics
+
 	// DialTimeout bounds connecting to the upstream, for the control
 	// connection and for data connections, and connecting back to an
 	// active-mode client. Default 10s.

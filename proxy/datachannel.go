@@ -165,6 +165,7 @@ func (s *session) askUpstreamActive(req dataRequest) {
 	up, err := s.listenEndpoint(s.upLocal.Addr(), s.cfg.ActivePorts, s.upAP.Addr())
 	if err != nil {
 		s.log.Warn().Err(err).Msg("cannot open a listener for the upstream's data connection")
+		s.cfg.Metrics.dataListenFailed(err, false)
 		s.answer(replyFor(err))
 		return
 	}
@@ -198,6 +199,7 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 		client, err = s.listenEndpoint(bind, s.cfg.PassivePorts, s.clientAP.Addr())
 		if err != nil {
 			up.close()
+			s.cfg.Metrics.dataListenFailed(err, true)
 			if errors.Is(err, errNoPassivePort) {
 				s.log.Warn().Int("range", s.cfg.PassivePorts.Size()).Msg("passive port range exhausted")
 			} else {

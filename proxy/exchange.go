@@ -324,8 +324,10 @@ func (s *session) afterLogin(verb string, code int) {
 			s.phase = phaseReady
 			s.loginTimer.Stop()
 			s.log.Info().Msg("logged in")
+			s.cfg.Metrics.login(true)
 		}
 	case code == 530 && (verb == "PASS" || verb == "ACCT"):
+		s.cfg.Metrics.login(false)
 		if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
 			s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
 			s.abortSession("banned", replyFor(errBanned))

@@ -34,13 +34,15 @@ type Server struct {
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
-	return &Server{
+	srv := &Server{
 		cfg:       cfg,
 		adm:       newAdmission(&cfg),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 		force:     make(chan struct{}),
 	}
+	cfg.Metrics.attach(srv)
+	return srv
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns

@@ -164,6 +164,7 @@ func (s *session) serve() {
 	release, err := s.srv.adm.admit(s.clientAP.Addr(), time.Now())
 	if err != nil {
 		s.log.Warn().Err(err).Msg("session refused")
+		s.cfg.Metrics.refused(err)
 		s.endReason = "refused"
 		s.writeClientLine(replyFor(err))
 		return
@@ -172,19 +173,24 @@ func (s *session) serve() {
 	s.log.Info().Str("local", s.dialedAP.String()).Msg("session opened")
 
 	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	dialStart := time.Now()
 	up, err := d.Dial("tcp", s.cfg.Upstream)
 	if err != nil {
 		s.log.Warn().Err(err).Msg("upstream unreachable")
+		s.cfg.Metrics.upstreamFailed(err)
 		s.endReason = "upstream unreachable"
 		s.writeClientLine(replyUpstreamDown)
 		return
 	}
+	s.log.Debug().Dur("connect", time.Since(dialStart)).Msg("upstream connected")
+	s.cfg.Metrics.upstreamConnected(time.Since(dialStart))
 	s.up = up
 	s.upAP = addrPortOf(up.RemoteAddr())
 	s.upLocal = addrPortOf(up.LocalAddr())
 	if v := s.cfg.UpstreamProxyProtocol; v != 0 {
 		if err := writeProxyHeader(up, v, s.clientAP, s.dialedAP, time.Now().Add(s.cfg.DialTimeout)); err != nil {
 			s.log.Warn().Err(err).Msg("upstream refused the PROXY header")
+			s.cfg.Metrics.upstreamFailed(err)
 			s.endReason = "upstream unreachable"
 			s.writeClientLine(replyUpstreamDown)
 			return
@@ -192,6 +198,7 @@ func (s *session) serve() {
 	}
 	if s.cfg.UpstreamTLS == UpstreamTLSImplicit {
 		tc, err := clientHandshake(up, s.upstreamTLS(), s.cfg.DialTimeout)
+		s.cfg.Metrics.upstreamTLS(err)
 		if err != nil {
 			s.log.Warn().Err(err).Msg("TLS with the upstream failed")
 			s.endReason = "upstream TLS failed"
@@ -307,6 +314,7 @@ func (s *session) finish() {
 	for t := range s.xfers {
 		t.release() // transfers whose goroutine never started
 	}
+	s.cfg.Metrics.sessionEnded(s.endReason)
 	s.log.Info().
 		Str("reason", s.endReason).
 		Dur("duration", time.Since(s.started)).
@@ -520,6 +528,7 @@ func (s *session) transferDone(t *transfer) {
 	}
 	s.bytesDown += t.down
 	s.bytesUp += t.up
+	s.observeTransfer(t)
 	ev := s.log.Info()
 	if t.err != nil && t.claimed {
 		ev = s.log.Warn().Err(t.err)

@@ -174,6 +174,7 @@ func (s *session) handshake(c net.Conn, conf *tls.Config) (*tls.Conn, error) {
 	c.SetDeadline(time.Now().Add(s.cfg.DialTimeout))
 	err := tc.Handshake()
 	c.SetDeadline(time.Time{})
+	s.cfg.Metrics.tlsHandshake(sideClient, err)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: TLS handshake: %w", err)
 	}
@@ -306,6 +307,7 @@ func (t *transfer) serverTLS(c *net.TCPConn) (dataEnd, error) {
 	c.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
 	err := tc.HandshakeContext(t.ctx)
 	c.SetDeadline(time.Time{})
+	t.s.cfg.Metrics.dataTLS(sideClientData, tc, err, t.ctx.Err() != nil)
 	if err != nil {
 		if t.ctx.Err() != nil {
 			return dataEnd{}, errAborted

@@ -348,6 +348,7 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 			src, _, err := readProxyHeader(c, time.Now().Add(t.s.cfg.ProxyHeaderTimeout))
 			if err != nil {
 				t.s.log.Warn().Err(err).Str("from", from.String()).Uint16("port", e.port).Msg("data connection with a bad PROXY header refused")
+				t.s.cfg.Metrics.dataFailure(dataBadProxyHeader)
 				c.SetLinger(0)
 				c.Close()
 				continue
@@ -359,6 +360,7 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 		if from.Addr() != e.acceptFrom {
 			t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
 				Uint16("port", e.port).Msg("data connection from a foreign address refused")
+			t.s.cfg.Metrics.dataFailure(dataForeignPeer)
 			c.SetLinger(0)
 			c.Close()
 			continue

@@ -114,6 +114,7 @@ func (s *session) onUpstreamTLSReply(x *exchange, r rewrite.Reply) {
 		return
 	case x.cmd.Verb == "AUTH":
 		s.log.Warn().Int("code", r.Code).Str("reply", clip(x.held.first())).Msg("upstream refused AUTH TLS")
+		s.cfg.Metrics.upstreamRefusedTLS()
 		s.abortSession("upstream refused TLS", replyUpstreamNoTLS)
 		return
 	case r.Code == 530:
@@ -152,6 +153,7 @@ func (s *session) upstreamHandshake(lr *rewrite.LineReader) *rewrite.LineReader 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cfg.Metrics.upstreamTLS(err)
 	if err != nil {
 		s.log.Warn().Err(err).Msg("TLS with the upstream failed")
 		s.abortSession("upstream TLS failed", replyUpstreamTLSBad+clip(err.Error()))
@@ -197,6 +199,7 @@ func (t *transfer) clientTLS(c *net.TCPConn) (dataEnd, error) {
 	c.SetDeadline(time.Now().Add(t.s.cfg.DataAcceptTimeout))
 	err := tc.HandshakeContext(t.ctx)
 	c.SetDeadline(time.Time{})
+	t.s.cfg.Metrics.dataTLS(sideUpstreamData, tc, err, t.ctx.Err() != nil)
 	if err != nil {
 		if t.ctx.Err() != nil {
 			return dataEnd{}, errAborted

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/ftpproxy/ftpproxy/proxy"
@@ -70,6 +71,10 @@ func run(o *options) error {
 	log := newLogger(os.Stderr, o.logFormat, o.logLevel)
 	cfg := o.proxyConfig()
 	cfg.Logger = log
+	var reg *prometheus.Registry
+	if o.health != "" {
+		reg, cfg.Metrics = newMetrics()
+	}
 	if o.certs != nil {
 		cfg.TLS = o.certs.serverConfig(o.tlsMin)
 		logLoaded(log, o.certs.cur.Load().Leaf, o.certs.certFile)
@@ -109,12 +114,12 @@ func run(o *options) error {
 			}
 			return fmt.Errorf("--health %s: %w", o.health, err)
 		}
-		hs := &http.Server{Handler: healthHandler(srv, o.passivePorts), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: httpHandler(srv, o.passivePorts, reg, log), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		// The health endpoint answers 503 through the drain, and goes
 		// when the process does.
 		defer hs.Close()
-		log.Info().Str("health", hln.Addr().String()).Msg("health endpoint listening")
+		log.Info().Str("health", hln.Addr().String()).Str("metrics", "/metrics").Msg("health endpoint listening")
 	}
 	var wg sync.WaitGroup
 	for _, ln := range lns {
