@@ -597,14 +597,23 @@ func TestActiveDialFailureResetsUpstream(t *testing.T) {
 				port := f.Expect("PORT ")
 				f.Send("200 PORT command successful.")
 				f.Expect(verb + " f")
-				dc := f.DialActive(port)
-				f.Send("150 Opening data connection.")
-				// Nothing comes from the proxy either way: the read ends
-				// with how the proxy ended the connection.
-				dc.SetReadDeadline(time.Now().Add(ioTimeout))
-				_, err := io.Copy(io.Discard, dc)
+				ap, err := rewrite.ParsePORT(strings.TrimPrefix(port, "PORT "))
+				if err != nil {
+					f.fail("PORT %q: %v", port, err)
+				}
+				// The proxy accepts, fails to reach the client and resets:
+				// the connect itself may already see the reset.
+				dc, err := net.DialTimeout("tcp", ap.String(), ioTimeout)
+				if err == nil {
+					f.track(dc)
+					f.Send("150 Opening data connection.")
+					// Nothing comes from the proxy either way: the read
+					// ends with how the proxy ended the connection.
+					dc.SetReadDeadline(time.Now().Add(ioTimeout))
+					_, err = io.Copy(io.Discard, dc)
+					dc.Close()
+				}
 				upRead <- err
-				dc.Close()
 				if err == nil {
 					f.Send("226 Transfer complete.") // for STOR, an empty file stored
 				} else {
