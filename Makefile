@@ -34,6 +34,7 @@ interop: peers
 	bash interop/run.sh
 	bash interop/haproxy/run.sh
 	bash interop/nat/run.sh
+	bash interop/probe/run.sh
 
 # Faults with real peers (killed servers and clients, resets, silent
 # upstreams, 2000 sessions, brute force, graceful drain); then the soak:

@@ -41,7 +41,15 @@ func activeVerdict(local, remote netip.Addr, lap netip.AddrPort, how activeFailu
 	}
 	switch how {
 	case portRefused:
-		return Warn, fmt.Sprintf("the server refuses %s (%s): active mode is not available", verb, r.quoted()), usePassive
+		finding := fmt.Sprintf("the server refuses %s (%s): active mode is not available", verb, r.quoted())
+		if behindNAT(local, remote) {
+			// Servers refuse a PORT naming an address other than the
+			// one the control connection comes from, which NAT
+			// changed.
+			finding += fmt.Sprintf(". The probe's address %s is private and the server's %s is public: the %s named %s, which is not the address the server sees the probe connect from, and which it could not reach from outside anyway. Active mode is unlikely to work from behind NAT",
+				local, remote, verb, lap)
+		}
+		return Warn, finding, usePassive
 	case serverGaveUp:
 		return Warn, fmt.Sprintf("the server could not connect to the probe's listener %s: %s%s", lap, r.quoted(), natNote),
 			usePassive + "; or let the server's connections (from its port 20) through the firewalls on the way"

@@ -30,8 +30,11 @@ func (p *prober) resolve() (netip.Addr, bool) {
 	wg.Go(func() { v4.addrs, v4.err = p.cfg.Resolver.LookupNetIP(ctx, "ip4", p.host) })
 	wg.Go(func() { v6.addrs, v6.err = p.cfg.Resolver.LookupNetIP(ctx, "ip6", p.host) })
 	wg.Wait()
-	for i := range v6.addrs {
-		v6.addrs[i] = v6.addrs[i].Unmap()
+	// The resolver may give IPv4 addresses in their IPv6-mapped form.
+	for _, l := range []*lookup{&v4, &v6} {
+		for i := range l.addrs {
+			l.addrs[i] = l.addrs[i].Unmap()
+		}
 	}
 	name := p.hostLabel()
 	st, finding, fix := dnsVerdict(name, "A", v4, len(v6.addrs) > 0)
@@ -40,7 +43,7 @@ func (p *prober) resolve() (netip.Addr, bool) {
 	p.add(CheckDNS6, st, finding, fix)
 	switch {
 	case len(v4.addrs) > 0:
-		return v4.addrs[0].Unmap(), true
+		return v4.addrs[0], true
 	case len(v6.addrs) > 0:
 		return v6.addrs[0], true
 	}
@@ -199,8 +202,8 @@ func tcpVerdict(host string, m dialResult, alts []dialResult, through bool) (Sta
 	}
 	hint := ""
 	if len(openAlt) > 0 {
-		hint = fmt.Sprintf("; port %s is open on %s: if an FTP server or an ftpproxy listens there, probe %s",
-			strings.Join(openAlt, " and "), m.ap.Addr(), net.JoinHostPort(m.ap.Addr().String(), openAlt[0]))
+		hint = fmt.Sprintf("; %s open on %s: if an FTP server or an ftpproxy listens there, probe %s",
+			portsAre(openAlt, "is", "are"), m.ap.Addr(), net.JoinHostPort(m.ap.Addr().String(), openAlt[0]))
 	}
 	switch m.out {
 	case refused:
@@ -212,7 +215,7 @@ func tcpVerdict(host string, m dialResult, alts []dialResult, through bool) (Sta
 	case timedOut:
 		finding := fmt.Sprintf("%s port %d timed out: the connection is filtered", hostAt(host, m.ap.Addr()), port)
 		if len(answered) > 0 {
-			finding += fmt.Sprintf(" (port %s answered, so the host is reachable and only port %d is blocked)", strings.Join(answered, " and "), port)
+			finding += fmt.Sprintf(" (%s, so the host is reachable and only port %d is blocked)", portsAre(answered, "answered", "answered"), port)
 		}
 		fix := fmt.Sprintf("a firewall or your ISP is likely dropping port %d: use an alternate port the server listens on, or run ftpproxy on a port that gets through (e.g. --listen :2121 --upstream %s) and check it with --through", port, m.ap)
 		return Fail, finding, fix + hint
@@ -221,6 +224,15 @@ func tcpVerdict(host string, m dialResult, alts []dialResult, through bool) (Sta
 			"no route to the host from here, or a firewall rejects it: check the address, your VPN and routes" + hint
 	}
 	return Fail, fmt.Sprintf("connecting to %s failed: %s", m.ap, describeErr(m.err)), "check the address and this machine's network" + hint
+}
+
+// portsAre names ports, "port 2121" or "ports 2121 and 990", followed by
+// the verb in its singular or plural form.
+func portsAre(ports []string, one, many string) string {
+	if len(ports) == 1 {
+		return "port " + ports[0] + " " + one
+	}
+	return "ports " + strings.Join(ports, " and ") + " " + many
 }
 
 // hostAt names a host and the address connected to, once if they are the

@@ -53,6 +53,7 @@ type fakeOpts struct {
 	loginRefused bool        // PASS gets 530, quoting the password
 	activeSilent bool        // after PORT/EPRT, LIST is never answered and nobody connects
 	listing      string      // what LIST sends (default: two lines)
+	lingerData   bool        // 226 only once the client has closed its end of the data connection (proftpd)
 }
 
 // fakeFTP is a small FTP server on 127.0.0.1 for the probe's tests.
@@ -321,6 +322,13 @@ func (s *fakeSession) list() bool {
 		listing = "-rw-r--r-- 1 ftp ftp 5 Jan 01 00:00 a.txt\r\ndrwxr-xr-x 2 ftp ftp 4096 Jan 01 00:00 pub\r\n"
 	}
 	io.WriteString(data, listing)
+	if o.lingerData {
+		// A lingering close: the server's end first, then the client's
+		// before the reply.
+		data.(*net.TCPConn).CloseWrite()
+		data.SetReadDeadline(time.Now().Add(fakeTimeout))
+		io.Copy(io.Discard, data)
+	}
 	s.f.untrack(data)
 	s.closeData()
 	s.reply("226 Directory send OK.")
@@ -372,6 +380,18 @@ func (r testResolver) LookupNetIP(ctx context.Context, network, host string) ([]
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	return out, nil
+}
+
+// mappedResolver answers as testResolver, with IPv4 addresses in their
+// IPv6-mapped form, as Go's resolver may give them.
+type mappedResolver map[string][]netip.Addr
+
+func (r mappedResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	out, err := testResolver(r).LookupNetIP(ctx, network, host)
+	for i, a := range out {
+		out[i] = netip.AddrFrom16(a.As16())
+	}
+	return out, err
 }
 
 // testCert makes a self-signed certificate for 127.0.0.1 and ftp.test,

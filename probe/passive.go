@@ -376,9 +376,11 @@ func (p *prober) finish(c *ctrl, conn net.Conn, r reply, how, check string, bad 
 		return
 	}
 	cut := n == maxDataBytes
-	if cut {
-		conn.Close() // the server ends the transfer, most with 426
-	}
+	// Closed before the completion reply is read, as clients do: a
+	// server may wait for the client's end of the data connection to
+	// close before it sends its 226 (proftpd's lingering close). Cut
+	// short, the server ends the transfer, most with 426.
+	conn.Close()
 	if r.code < 200 {
 		var err error
 		if r, err = c.read(); err != nil {

@@ -91,6 +91,18 @@ func TestRun(t *testing.T) {
 			}),
 		},
 		{
+			name: "a resolver that gives IPv4 addresses IPv6-mapped",
+			cfg: func(t *testing.T, f *fakeFTP, c *Config) {
+				c.Host = "ftp.test"
+				c.Resolver = mappedResolver{"ftp.test": {netip.MustParseAddr("127.0.0.1")}}
+			},
+			want: with(map[string]want{
+				CheckDNS4: {OK, []string{"ftp.test has A 127.0.0.1"}},
+				CheckDNS6: {OK, []string{"no AAAA record", "IPv4"}},
+				CheckTCP:  {OK, []string{"ftp.test (127.0.0.1) port"}},
+			}),
+		},
+		{
 			name: "a name that does not resolve",
 			cfg: func(t *testing.T, f *fakeFTP, c *Config) {
 				c.Host = "nowhere.test"
@@ -121,6 +133,20 @@ func TestRun(t *testing.T) {
 			},
 			want: map[string]want{
 				CheckTCP: {Fail, []string{"timed out", "filtered", "firewall or your ISP", "only port", "ftpproxy", "--through", "is open on 127.0.0.1"}},
+			},
+			exit: 2,
+		},
+		{
+			name: "port filtered, two alternates open, two refused",
+			cfg: func(t *testing.T, f *fakeFTP, c *Config) {
+				blocked := closedPort(t)
+				f2 := startFake(t, fakeOpts{})
+				c.Port = blocked
+				c.Ports = []uint16{f.addr.Port(), f2.addr.Port(), closedPort(t), closedPort(t)}
+				c.Dial = testNet{drop: func(ap netip.AddrPort) bool { return ap.Port() == blocked }}.Dial
+			},
+			want: map[string]want{
+				CheckTCP: {Fail, []string{"(ports ", " answered, so the host is reachable", "; ports ", " are open on 127.0.0.1"}},
 			},
 			exit: 2,
 		},
@@ -262,6 +288,11 @@ func TestRun(t *testing.T) {
 			cfg:  func(t *testing.T, f *fakeFTP, c *Config) { c.Timeout = quick },
 			want: with(map[string]want{CheckActive: {Warn, []string{"did not connect to the probe's listener 127.0.0.1:", "passive mode"}}}),
 			exit: 1,
+		},
+		{
+			name: "a server that sends 226 once the client closes the data connection",
+			opts: fakeOpts{lingerData: true},
+			want: allOK,
 		},
 		{
 			name: "the deadline passes",

@@ -120,7 +120,12 @@ func TestActiveVerdict(t *testing.T) {
 		{
 			name: "PORT refused", local: "203.0.113.9", remote: "203.0.113.7", how: portRefused,
 			r:  reply{code: 500, lines: []string{"500 Illegal PORT command."}},
-			st: Warn, words: []string{"refuses PORT", "500 Illegal PORT"},
+			st: Warn, words: []string{"refuses PORT", "500 Illegal PORT"}, not: []string{"NAT"},
+		},
+		{
+			name: "behind NAT, PORT refused", local: "10.40.0.2", remote: "198.51.100.10", how: portRefused,
+			r:  reply{code: 500, lines: []string{"500 Illegal PORT command."}},
+			st: Warn, words: []string{"refuses PORT", "500 Illegal PORT", "10.40.0.2 is private", "not the address the server sees", "unlikely to work from behind NAT", "use passive mode"},
 		},
 	} {
 		st, finding, fix := activeVerdict(netip.MustParseAddr(tc.local), netip.MustParseAddr(tc.remote), lap, tc.how, "PORT", tc.r, time.Second)
