@@ -49,6 +49,9 @@ func ParsePortRange(s string) (lo, hi uint16, err error) {
 // Size returns the number of ports in the range.
 func (p *PortPool) Size() int { return len(p.inUse) }
 
+// Range returns the first and the last port of the pool.
+func (p *PortPool) Range() (lo, hi uint16) { return p.lo, p.hi }
+
 // InUse returns the number of ports handed out and not yet released.
 func (p *PortPool) InUse() int {
 	p.mu.Lock()

@@ -42,14 +42,15 @@ func newAdmission(cfg *Config) *admission {
 // admit takes a session slot for ip, or says why not. The returned release
 // gives the slot back; it must be called exactly once.
 func (a *admission) admit(ip netip.Addr, now time.Time) (release func(), err error) {
-	switch {
-	case nat.Contains(a.deny, ip), len(a.allow) > 0 && !nat.Contains(a.allow, ip):
-		return nil, errDenied
-	case a.bans.banned(ip, now):
+	if a.bans.banned(ip, now) {
 		return nil, errBanned
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	switch {
+	case nat.Contains(a.deny, ip), len(a.allow) > 0 && !nat.Contains(a.allow, ip):
+		return nil, errDenied
+	}
 	switch {
 	case a.maxTotal > 0 && a.total >= a.maxTotal:
 		return nil, errTooManySessions
@@ -69,6 +70,16 @@ func (a *admission) admit(ip netip.Addr, now time.Time) (release func(), err err
 			}
 		})
 	}, nil
+}
+
+// reconfigure takes new access lists, limits and ban settings; the
+// sessions counted so far and the ban list's records stay.
+func (a *admission) reconfigure(cfg *Config) {
+	a.mu.Lock()
+	a.allow, a.deny = cfg.Allow, cfg.Deny
+	a.maxTotal, a.maxPerIP = cfg.MaxSessions, cfg.MaxSessionsPerIP
+	a.mu.Unlock()
+	a.bans.setLimits(cfg.MaxLoginFailures, cfg.LoginFailureWindow, cfg.BanDuration)
 }
 
 // banList counts failed logins per client address over a window and bans
@@ -98,13 +109,20 @@ func newBanList(max int, window, banFor time.Duration) *banList {
 		fails: make(map[netip.Addr]failCount), until: make(map[netip.Addr]time.Time)}
 }
 
+// setLimits changes the ban settings; what has been recorded stays.
+func (b *banList) setLimits(max int, window, banFor time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.max, b.window, b.banFor = max, window, banFor
+}
+
 // banned reports whether ip is banned at now.
 func (b *banList) banned(ip netip.Addr, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.max <= 0 {
 		return false
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	t, ok := b.until[ip]
 	if ok && !now.Before(t) {
 		delete(b.until, ip)
@@ -116,11 +134,11 @@ func (b *banList) banned(ip netip.Addr, now time.Time) bool {
 // failed records a failed login from ip and reports whether it has just
 // got ip banned.
 func (b *banList) failed(ip netip.Addr, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.max <= 0 {
 		return false
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	f := b.fails[ip]
 	if f.n == 0 || now.Sub(f.since) > b.window {
 		f = failCount{since: now}

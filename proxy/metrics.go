@@ -441,11 +441,11 @@ func dataFailureOf(err error) string {
 
 // active returns the number of addresses banned at now.
 func (b *banList) active(now time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.max <= 0 {
 		return 0
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := 0
 	for _, until := range b.until {
 		if now.Before(until) {
@@ -502,7 +502,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 			seen[b] = true
 			bans += b.active(now)
 		}
-		if p := srv.cfg.PassivePorts; p != nil && !seen[p] {
+		if p := srv.config().PassivePorts; p != nil && !seen[p] {
 			seen[p] = true
 			pools = true
 			inUse += p.InUse()

@@ -14,7 +14,7 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 // Server accepts FTP control connections and runs a session for each.
 type Server struct {
-	cfg Config
+	cfg atomic.Pointer[Config] // what new sessions run with; see Reconfigure
 	adm *admission
 
 	nextID atomic.Uint64
@@ -35,14 +35,29 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
 	srv := &Server{
-		cfg:       cfg,
 		adm:       newAdmission(&cfg),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 		force:     make(chan struct{}),
 	}
+	srv.cfg.Store(&cfg)
 	cfg.Metrics.attach(srv)
 	return srv
+}
+
+// config returns the configuration new sessions start with.
+func (srv *Server) config() *Config { return srv.cfg.Load() }
+
+// Reconfigure makes cfg the configuration of the sessions that start from
+// now on; a running session keeps the one it started with, so nothing in
+// progress is cut. Access lists, session limits and the ban settings apply
+// at once to every new connection; the bans and failure counts recorded so
+// far, and the sessions counted against the limits, are kept. Metrics
+// must be the one the Server was made with.
+func (srv *Server) Reconfigure(cfg Config) {
+	cfg = cfg.withDefaults()
+	srv.cfg.Store(&cfg)
+	srv.adm.reconfigure(&cfg)
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
@@ -54,7 +69,7 @@ func (srv *Server) Serve(ln net.Listener) error { return srv.serve(ln, false) }
 // every connection starts with a TLS handshake, after its PROXY header if
 // it has one, before the greeting. It needs Config.TLS.
 func (srv *Server) ServeImplicitTLS(ln net.Listener) error {
-	if srv.cfg.TLS == nil {
+	if srv.config().TLS == nil {
 		return errors.New("proxy: implicit TLS needs Config.TLS")
 	}
 	return srv.serve(ln, true)
@@ -73,7 +88,7 @@ func (srv *Server) serve(ln net.Listener, implicit bool) error {
 				return ErrServerClosed
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			srv.cfg.Logger.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			srv.config().Logger.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
 			select {
 			case <-time.After(backoff):
 			case <-srv.force:

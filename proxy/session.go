@@ -115,7 +115,7 @@ type session struct {
 func newSession(srv *Server, c net.Conn) *session {
 	s := &session{
 		srv:      srv,
-		cfg:      &srv.cfg,
+		cfg:      srv.config(),
 		id:       srv.nextID.Add(1),
 		client:   c,
 		clientAP: addrPortOf(c.RemoteAddr()),
@@ -133,7 +133,7 @@ func newSession(srv *Server, c net.Conn) *session {
 // field names, so every line can be tied to its session and client. via is
 // the load balancer the client came through, if any.
 func (s *session) setLogger(via netip.AddrPort) {
-	ctx := s.srv.cfg.Logger.With().
+	ctx := s.cfg.Logger.With().
 		Uint64("session", s.id).
 		Str("client", s.clientAP.String())
 	if via.IsValid() {

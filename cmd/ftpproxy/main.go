@@ -68,12 +68,14 @@ func versionString() string {
 }
 
 func run(o *options) error {
-	log := newLogger(os.Stderr, o.logFormat, o.logLevel)
+	log := newLogger(logOutput, o.logFormat, o.logLevel)
 	cfg := o.proxyConfig()
 	cfg.Logger = log
 	var reg *prometheus.Registry
+	var reloads *reloadMetrics
 	if o.health != "" {
 		reg, cfg.Metrics = newMetrics()
+		reloads = newReloadMetrics(reg)
 	}
 	if o.certs != nil {
 		cfg.TLS = o.certs.serverConfig(o.tlsMin)
@@ -139,21 +141,15 @@ func run(o *options) error {
 			}
 		})
 	}
-	if o.certs != nil {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for range hup {
-				leaf, err := o.certs.load()
-				if err != nil {
-					log.Error().Err(err).Msg("TLS certificate reload failed; the previous one stays")
-					continue
-				}
-				logLoaded(log, leaf, o.certs.certFile)
-			}
-		}()
-	}
+	rl := &reloader{args: os.Args[1:], cur: o, srv: srv, metrics: cfg.Metrics, log: log, counts: reloads}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			rl.reload()
+		}
+	}()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -174,6 +170,9 @@ func run(o *options) error {
 	log.Info().Msg("ftpproxy stopped")
 	return nil
 }
+
+// logOutput is where the process logs.
+var logOutput io.Writer = os.Stderr
 
 // newLogger builds the process logger; sessions derive their own from it.
 func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {

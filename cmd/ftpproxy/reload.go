@@ -1,0 +1,106 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ftpproxy/ftpproxy/nat"
+	"github.com/ftpproxy/ftpproxy/proxy"
+)
+
+// reloader applies the command line and the --config file again on
+// SIGHUP (systemctl reload). The new settings apply to sessions that start
+// afterwards and at once to the access lists, limits and bans; sessions
+// and transfers in progress keep what they started with. A file that does
+// not parse or validate is refused, logged and counted, and the running
+// configuration stays. Listen and health addresses need a restart.
+type reloader struct {
+	args    []string
+	cur     *options
+	srv     *proxy.Server
+	metrics *proxy.Metrics
+	log     zerolog.Logger
+	counts  *reloadMetrics // nil without --health
+}
+
+func (r *reloader) reload() {
+	next, err := parseFlags(r.args, io.Discard)
+	if err != nil {
+		r.log.Error().Err(err).Msg("configuration reload refused; the running configuration stays")
+		r.counts.record(false)
+		return
+	}
+	if !slices.Equal(next.listen, r.cur.listen) || !slices.Equal(next.listenImplicit, r.cur.listenImplicit) || next.health != r.cur.health {
+		r.log.Warn().Msg("listen and health addresses changed: they apply at the next restart")
+	}
+	// A port range that stays the same keeps its pool, which knows the
+	// ports that running transfers hold.
+	next.passivePorts = samePool(next.passivePorts, r.cur.passivePorts)
+	next.activePorts = samePool(next.activePorts, r.cur.activePorts)
+
+	log := newLogger(logOutput, next.logFormat, next.logLevel)
+	cfg := next.proxyConfig()
+	cfg.Logger, cfg.Metrics = log, r.metrics
+	if next.certs != nil {
+		cfg.TLS = next.certs.serverConfig(next.tlsMin)
+		logLoaded(log, next.certs.cur.Load().Leaf, next.certs.certFile)
+	}
+	r.srv.Reconfigure(cfg)
+	r.cur, r.log = next, log
+	r.counts.record(true)
+	log.Info().Str("upstream", next.upstream).Msg("configuration reloaded: new sessions use it")
+}
+
+// samePool returns old if next covers the same ports.
+func samePool(next, old *nat.PortPool) *nat.PortPool {
+	if next == nil || old == nil {
+		return next
+	}
+	nlo, nhi := next.Range()
+	olo, ohi := old.Range()
+	if nlo == olo && nhi == ohi {
+		return old
+	}
+	return next
+}
+
+// reloadMetrics counts reloads by result and keeps the time of the last
+// one that took.
+type reloadMetrics struct {
+	total *prometheus.CounterVec
+	last  prometheus.Gauge
+}
+
+func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
+	m := &reloadMetrics{
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ftpproxy", Name: "config_reloads_total",
+			Help: "Configuration reloads (SIGHUP) by result: success, or failure (the running configuration stayed).",
+		}, []string{"result"}),
+		last: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ftpproxy", Name: "config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration in use was loaded, at start or by the last successful reload.",
+		}),
+	}
+	m.total.WithLabelValues("success")
+	m.total.WithLabelValues("failure")
+	m.last.SetToCurrentTime()
+	reg.MustRegister(m.total, m.last)
+	return m
+}
+
+func (m *reloadMetrics) record(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.total.WithLabelValues("success").Inc()
+		m.last.Set(float64(time.Now().UnixNano()) / 1e9)
+		return
+	}
+	m.total.WithLabelValues("failure").Inc()
+}
