@@ -3,6 +3,7 @@ module github.com/ftpproxy/ftpproxy
 go 1.26.0
 
 require (
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/hashicorp/go-sockaddr v1.0.7
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/prometheus/client_golang v1.25.0

@@ -28,6 +28,7 @@ type options struct {
 	ppFrom       []netip.Prefix
 	upstreamPP   byte
 	health       string
+	pidFile      string
 	allow, deny  []netip.Prefix
 
 	maxSessions, maxPerIP, maxLine, maxFailures     int
@@ -116,6 +117,7 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	fs.StringVar(&ppFrom, "proxy-protocol-from", "", "`CIDR[,CIDR]` of load balancers that must open every connection with a PROXY header (v1 or v2); others must not send one")
 	fs.BoolVar(&o.chained, "proxy-protocol-chained", false, "the peers in --proxy-protocol-from are ftpproxy instances: their PORT/EPRT may name their own address (off: a client behind a balancer could aim data connections at it)")
 	fs.StringVar(&upPP, "upstream-proxy-protocol", "off", "send the upstream a PROXY header with the client's address: off, v1 or v2")
+	fs.StringVar(&o.pidFile, "pid-file", "", "write the PID to `FILE` once ready (systemd's PIDFile=, which follows an upgrade: SIGUSR2 starts the binary on disk, hands it the listeners and drains this process)")
 	fs.StringVar(&o.health, "health", "", "`ADDR` of an HTTP health endpoint: 200 while accepting sessions, 503 while draining; Prometheus metrics on /metrics")
 	fs.StringVar(&allow, "allow", "", "only clients in `CIDR[,CIDR]` may connect (default: everyone)")
 	fs.StringVar(&deny, "deny", "", "clients in `CIDR[,CIDR]` are refused; wins over --allow")

@@ -85,10 +85,15 @@ func run(o *options) error {
 		log.Warn().Msg("--upstream-insecure-skip-verify: the upstream's certificate is not verified; anyone on the path can read and change the sessions")
 	}
 	srv := proxy.New(cfg)
+	upg, err := newUpgrader(o.pidFile)
+	if err != nil {
+		return fmt.Errorf("upgrade support: %w", err)
+	}
+	defer upg.stop()
 
 	var lns []net.Listener
 	for _, addr := range o.listen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := upg.listen(addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
@@ -99,7 +104,7 @@ func run(o *options) error {
 	}
 	var implicitLns []net.Listener
 	for _, addr := range o.listenImplicit {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := upg.listen(addr)
 		if err != nil {
 			for _, l := range append(lns, implicitLns...) {
 				l.Close()
@@ -109,7 +114,7 @@ func run(o *options) error {
 		implicitLns = append(implicitLns, ln)
 	}
 	if o.health != "" {
-		hln, err := net.Listen("tcp", o.health)
+		hln, err := upg.listen(o.health)
 		if err != nil {
 			for _, l := range append(lns, implicitLns...) {
 				l.Close()
@@ -119,8 +124,13 @@ func run(o *options) error {
 		hs := &http.Server{Handler: httpHandler(srv, o.passivePorts, reg, log), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		// The health endpoint answers 503 through the drain, and goes
-		// when the process does.
+		// when the process does; after an upgrade it goes at once, and
+		// the new process answers on the same socket.
 		defer hs.Close()
+		go func() {
+			<-upg.exit()
+			hln.Close()
+		}()
 		log.Info().Str("health", hln.Addr().String()).Str("metrics", "/metrics").Msg("health endpoint listening")
 	}
 	var wg sync.WaitGroup
@@ -151,10 +161,24 @@ func run(o *options) error {
 		}
 	}()
 
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	go func() {
+		for range usr2 {
+			upg.upgrade(log)
+		}
+	}()
+	upg.ready(log)
+
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	sig := <-sigs
-	log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("draining: no new sessions")
+	select {
+	case sig := <-sigs:
+		log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("draining: no new sessions")
+	case <-upg.exit():
+		log.Info().Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("upgraded: the new process accepts; draining this one")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
 	go func() {
