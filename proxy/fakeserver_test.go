@@ -901,3 +901,21 @@ func withTimeout[T any](t testing.TB, ch <-chan T, what string) T {
 		panic("unreachable")
 	}
 }
+
+// upload sends data over the client's data connection, half-closes it as
+// a client does at the end of a file, and checks the proxy then ends the
+// connection without sending anything back.
+func upload(t testing.TB, dc *net.TCPConn, data []byte) {
+	t.Helper()
+	dc.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := dc.Write(data); err != nil {
+		t.Fatalf("upload: writing data: %v", err)
+	}
+	if err := dc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := readAll(dc); err != nil || len(rest) != 0 {
+		t.Fatalf("upload: data connection after the file: %d bytes, %v", len(rest), err)
+	}
+	dc.Close()
+}

@@ -203,17 +203,7 @@ func TestMetricsPassiveTransfers(t *testing.T) {
 	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
 	c.Send("STOR up.bin")
 	c.Expect(150)
-	dc.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if _, err := dc.Write(up); err != nil {
-		t.Fatalf("writing data: %v", err)
-	}
-	if err := dc.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := readAll(dc); err != nil || len(rest) != 0 {
-		t.Fatalf("data connection after upload: %d bytes, %v", len(rest), err)
-	}
-	dc.Close()
+	upload(t, dc, up)
 	c.Expect(226)
 	checkSame(t, "STOR", withTimeout(t, m.stored, "the stored file").data, up)
 

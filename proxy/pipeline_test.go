@@ -983,17 +983,7 @@ func TestPipelinedSession(t *testing.T) {
 	port := checkEPSVReply(t, e, c.Expect(229))
 	uc := c.DialData(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port))
 	c.Expect(150)
-	uc.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if _, err := uc.Write(up); err != nil {
-		t.Fatalf("STOR: writing data: %v", err)
-	}
-	if err := uc.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := readAll(uc); err != nil || len(rest) != 0 {
-		t.Fatalf("STOR: data connection after the upload: %d bytes, %v", len(rest), err)
-	}
-	uc.Close()
+	upload(t, uc, up)
 	c.Expect(226)
 	sf := withTimeout(t, m.stored, "the stored file")
 	checkSame(t, "STOR", sf.data, up)

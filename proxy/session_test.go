@@ -216,17 +216,7 @@ func TestPassiveSTOR(t *testing.T) {
 	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
 	c.Send("STOR up.bin")
 	c.Expect(150)
-	dc.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if _, err := dc.Write(file); err != nil {
-		t.Fatalf("writing data: %v", err)
-	}
-	if err := dc.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := readAll(dc); err != nil || len(rest) != 0 {
-		t.Fatalf("data connection after upload: %d bytes, %v", len(rest), err)
-	}
-	dc.Close()
+	upload(t, dc, file)
 	c.Expect(226)
 	sf := withTimeout(t, m.stored, "the stored file")
 	if sf.name != "up.bin" {
