@@ -113,6 +113,7 @@ func run(o *options) error {
 		}
 		implicitLns = append(implicitLns, ln)
 	}
+	var healthLn net.Listener
 	if o.health != "" {
 		hln, err := upg.listen(o.health)
 		if err != nil {
@@ -124,13 +125,10 @@ func run(o *options) error {
 		hs := &http.Server{Handler: httpHandler(srv, o.passivePorts, reg, log), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		// The health endpoint answers 503 through the drain, and goes
-		// when the process does; after an upgrade it goes at once, and
-		// the new process answers on the same socket.
+		// when the process does; after an upgrade it goes at once (below),
+		// and the new process answers on the same socket.
 		defer hs.Close()
-		go func() {
-			<-upg.exit()
-			hln.Close()
-		}()
+		healthLn = hln
 		log.Info().Str("health", hln.Addr().String()).Str("metrics", "/metrics").Msg("health endpoint listening")
 	}
 	var wg sync.WaitGroup
@@ -176,8 +174,15 @@ func run(o *options) error {
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("draining: no new sessions")
+		// The upgrader holds a copy of every listening socket for a
+		// successor; with none coming, they must close with ours, or the
+		// kernel would go on queueing connections nobody accepts.
+		upg.stop()
 	case <-upg.exit():
 		log.Info().Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("upgraded: the new process accepts; draining this one")
+		if healthLn != nil {
+			healthLn.Close()
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
