@@ -321,6 +321,7 @@ func TestFaults(t *testing.T) {
 	e.runCase("pasv-never-connects/vsftpd", vs, e.pasvNeverConnects)
 	e.runCase(fmt.Sprintf("churn-%d-sessions/vsftpd", *flagSessions), caseOpts{px: e.pxVs, srv: vs.srv, limit: 150 * time.Second}, e.churn)
 	e.bruteForce()
+	e.configReload()
 	e.drainFinishes()
 	e.drainTimeout()
 	e.drainSecondSignal()
