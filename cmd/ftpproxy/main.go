@@ -200,12 +200,15 @@ func run(o *options) error {
 	return nil
 }
 
+// zerolog's time format is a package variable, read as every line is
+// written: set once, before any logger exists, never by a reload.
+func init() { zerolog.TimeFieldFormat = time.RFC3339Nano }
+
 // logOutput is where the process logs.
 var logOutput io.Writer = os.Stderr
 
 // newLogger builds the process logger; sessions derive their own from it.
 func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
