@@ -91,35 +91,16 @@ func run(o *options) error {
 	}
 	defer upg.stop()
 
-	var lns []net.Listener
-	for _, addr := range o.listen {
-		ln, err := upg.listen(addr)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("--listen %s: %w", addr, err)
-		}
-		lns = append(lns, ln)
-	}
-	var implicitLns []net.Listener
-	for _, addr := range o.listenImplicit {
-		ln, err := upg.listen(addr)
-		if err != nil {
-			for _, l := range append(lns, implicitLns...) {
-				l.Close()
-			}
-			return fmt.Errorf("--listen-implicit %s: %w", addr, err)
-		}
-		implicitLns = append(implicitLns, ln)
+	var wg sync.WaitGroup
+	lns := newListenerSet(srv, upg, &wg, log)
+	if err := lns.openAll(o.listen, o.listenImplicit); err != nil {
+		return err
 	}
 	var healthLn net.Listener
 	if o.health != "" {
 		hln, err := upg.listen(o.health)
 		if err != nil {
-			for _, l := range append(lns, implicitLns...) {
-				l.Close()
-			}
+			lns.closeAll()
 			return fmt.Errorf("--health %s: %w", o.health, err)
 		}
 		hs := &http.Server{Handler: httpHandler(srv, o.passivePorts, reg, log), ReadHeaderTimeout: 5 * time.Second}
@@ -131,25 +112,7 @@ func run(o *options) error {
 		healthLn = hln
 		log.Info().Str("health", hln.Addr().String()).Str("metrics", "/metrics").Msg("health endpoint listening")
 	}
-	var wg sync.WaitGroup
-	for _, ln := range lns {
-		log.Info().Str("listen", ln.Addr().String()).Str("upstream", o.upstream).Str("version", versionString()).Msg("ftpproxy listening")
-		wg.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("listener stopped")
-			}
-		})
-	}
-
-	for _, ln := range implicitLns {
-		log.Info().Str("listen_implicit", ln.Addr().String()).Str("upstream", o.upstream).Msg("ftpproxy listening for implicit FTPS")
-		wg.Go(func() {
-			if err := srv.ServeImplicitTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("listener stopped")
-			}
-		})
-	}
-	rl := &reloader{args: os.Args[1:], cur: o, srv: srv, metrics: cfg.Metrics, log: log, counts: reloads}
+	rl := &reloader{args: os.Args[1:], cur: o, srv: srv, lns: lns, metrics: cfg.Metrics, log: log, counts: reloads}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

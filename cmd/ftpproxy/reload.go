@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,11 +16,14 @@ import (
 // afterwards and at once to the access lists, limits and bans; sessions
 // and transfers in progress keep what they started with. A file that does
 // not parse or validate is refused, logged and counted, and the running
-// configuration stays. Listen and health addresses need a restart.
+// configuration stays. Listen addresses added are opened and removed ones
+// stop accepting (their sessions go on); the health address needs a
+// restart.
 type reloader struct {
 	args    []string
 	cur     *options
 	srv     *proxy.Server
+	lns     *listenerSet
 	metrics *proxy.Metrics
 	log     zerolog.Logger
 	counts  *reloadMetrics // nil without --health
@@ -34,8 +36,8 @@ func (r *reloader) reload() {
 		r.counts.record(false)
 		return
 	}
-	if !slices.Equal(next.listen, r.cur.listen) || !slices.Equal(next.listenImplicit, r.cur.listenImplicit) || next.health != r.cur.health {
-		r.log.Warn().Msg("listen and health addresses changed: they apply at the next restart")
+	if next.health != r.cur.health {
+		r.log.Warn().Msg("the health address changed: it applies at the next restart")
 	}
 	// A port range that stays the same keeps its pool, which knows the
 	// ports that running transfers hold.
@@ -50,6 +52,7 @@ func (r *reloader) reload() {
 		logLoaded(log, next.certs.cur.Load().Leaf, next.certs.certFile)
 	}
 	r.srv.Reconfigure(cfg)
+	r.lns.update(next.listen, next.listenImplicit, log)
 	r.cur, r.log = next, log
 	r.counts.record(true)
 	log.Info().Str("upstream", next.upstream).Msg("configuration reloaded: new sessions use it")
