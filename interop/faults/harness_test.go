@@ -63,13 +63,19 @@ type proxyProc struct {
 // startProxy runs ftpproxy with --health and waits for a greeting through
 // it (so the upstream must answer when it starts).
 func startProxy(ctx context.Context, name, dir, listen, health, upstream, passive string, extra ...string) (*proxyProc, error) {
+	args := append([]string{"--listen", listen, "--upstream", upstream, "--passive-ports", passive,
+		"--health", health, "--log-format", "json"}, extra...)
+	return runProxy(ctx, name, dir, listen, health, args)
+}
+
+// runProxy runs ftpproxy with args, its log in dir, and waits for a
+// greeting on listen.
+func runProxy(ctx context.Context, name, dir, listen, health string, args []string) (*proxyProc, error) {
 	logPath := filepath.Join(dir, "ftpproxy-"+name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"--listen", listen, "--upstream", upstream, "--passive-ports", passive,
-		"--health", health, "--log-format", "json"}, extra...)
 	cmd := exec.Command(*flagProxyBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -135,35 +134,7 @@ func (c reloadConf) render(upstream string) string {
 // startConfigProxy runs ftpproxy with --config cfgPath and --health, and
 // waits for a greeting on listen.
 func startConfigProxy(ctx context.Context, name, dir, cfgPath, listen, health string) (*proxyProc, error) {
-	logPath := filepath.Join(dir, "ftpproxy-"+name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(*flagProxyBin, "--config", cfgPath, "--health", health)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if proxyGOGC != "" {
-		cmd.Env = append(os.Environ(), "GOGC="+proxyGOGC)
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &proxyProc{name: name, listen: listen, health: health, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	exited := make(chan error, 1)
-	go func() {
-		p.exitErr = cmd.Wait()
-		logf.Close()
-		exited <- p.exitErr
-		close(p.done)
-	}()
-	if err := peers.WaitGreeting(ctx, listen, 10*time.Second, exited); err != nil {
-		p.kill()
-		out, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("ftpproxy %s did not come up on %s: %v\n%s", name, listen, err, peers.Tail(string(out), 2000))
-	}
-	return p, nil
+	return runProxy(ctx, name, dir, listen, health, []string{"--config", cfgPath, "--health", health})
 }
 
 var (
