@@ -112,17 +112,7 @@ func TestFTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	work := *flagWork
-	if work == "" {
-		work, err = os.MkdirTemp("", "ftpproxy-ftps-")
-	} else {
-		work = filepath.Join(work, "ftps")
-		err = os.MkdirAll(work, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(work, 0o755)
+	work := suiteWork(t, "ftps")
 	tl := &tally{}
 	defer func() {
 		if tl.failed > 0 || *flagKeep || t.Failed() {

@@ -112,18 +112,7 @@ func TestFTPSUpstream(t *testing.T) {
 	e.proxyHost, _, _ = net.SplitHostPort(*flagProxyAddr)
 	e.serverHost, _, _ = net.SplitHostPort(*flagServer)
 
-	var err error
-	work := *flagWork
-	if work == "" {
-		work, err = os.MkdirTemp("", "ftpproxy-ftps-upstream-")
-	} else {
-		work = filepath.Join(work, "ftps-upstream")
-		err = os.MkdirAll(work, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(work, 0o755)
+	work := suiteWork(t, "ftps-upstream")
 	e.work = work
 	tl := &tally{}
 	defer func() {

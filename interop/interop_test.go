@@ -123,6 +123,26 @@ func absPath(p string) string {
 // TestInterop runs every client in every mode against every server, through
 // the proxy (or, with -direct, without it), and prints one line per case and
 // the totals.
+// suiteWork returns the work directory of the suite name: a new temporary
+// one, or name under -work. Mode 0755: the servers' sessions run as
+// "daemon" and must reach the files.
+func suiteWork(t *testing.T, name string) string {
+	t.Helper()
+	work := *flagWork
+	var err error
+	if work == "" {
+		work, err = os.MkdirTemp("", "ftpproxy-"+name+"-")
+	} else {
+		work = filepath.Join(work, name)
+		err = os.MkdirAll(work, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(work, 0o755)
+	return work
+}
+
 func TestInterop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 24*time.Minute)
 	defer cancel()

@@ -90,17 +90,7 @@ func TestPipeline(t *testing.T) {
 	}
 	serverPort, _ := strconv.Atoi(serverPortS)
 
-	work := *flagWork
-	if work == "" {
-		work, err = os.MkdirTemp("", "ftpproxy-pipeline-")
-	} else {
-		work = filepath.Join(work, "pipeline")
-		err = os.MkdirAll(work, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(work, 0o755)
+	work := suiteWork(t, "pipeline")
 	tl := &tally{}
 	defer func() {
 		if tl.failed > 0 || *flagKeep || t.Failed() {
