@@ -14,8 +14,18 @@ import (
 // Config holds the knobs of a Server. The zero value of every field except
 // Upstream is usable: the defaults are listed with each field.
 type Config struct {
-	// Upstream is the FTP server's control address, "host:port".
+	// Upstream is the FTP server's control address, "host:port". It may
+	// be empty when Pool or Forward names the servers instead.
 	Upstream string
+
+	// Pool, if set, is a set of equivalent servers used instead of
+	// Upstream: each session tries them in the pool's order.
+	Pool *UpstreamPool
+
+	// Forward, if set, is forward mode: the client's login names the
+	// server (see ForwardConfig). Upstream or Pool, if also set, serve a
+	// login that names none.
+	Forward *ForwardConfig
 
 	// Advertiser picks the address announced in 227 replies. The zero value
 	// announces the local address the client's control connection reached.

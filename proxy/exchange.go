@@ -44,7 +44,7 @@ func (p phase) String() string { return phaseNames[p] }
 type kind int
 
 const (
-	kindGreeting    kind = iota // the upstream's greeting: 120 relayed, then 220 (or 421)
+	kindGreeting    kind = iota // connecting to the upstream and reading its greeting (see connect)
 	kindRelay                   // the reply goes to the client as it comes
 	kindFEAT                    // relayed without the features the proxy does not offer
 	kindLogin                   // USER, PASS, ACCT: relayed; the outcome moves the phase
@@ -76,6 +76,10 @@ type exchange struct {
 	epsv     bool           // kindPassive: EPSV was sent, not PASV
 	dataAddr netip.AddrPort // kindPassive: the upstream's data address, once read
 	listener *endpoint      // kindActive: the proxy's listener for the upstream
+
+	// kindLogin in forward mode: the server's password, sent when the
+	// server answers the proxy's USER with 331.
+	followPass string
 
 	// kindTransfer.
 	xfer        *transfer
@@ -144,6 +148,10 @@ func (s *session) advance() {
 // dispatch handles one client command whose turn has come: the proxy
 // answers it, or it opens an exchange with the upstream.
 func (s *session) dispatch(cmd rewrite.Command) {
+	if s.fwd != nil && s.up == nil {
+		s.forwardCommand(cmd)
+		return
+	}
 	if h := commandHandlers[cmd.Verb]; h != nil {
 		h(s, cmd)
 		return
@@ -205,9 +213,12 @@ func (s *session) onReply(r rewrite.Reply) {
 		}
 		return
 	}
+	switch {
+	case x.kind == kindLogin && x.followPass != "":
+		s.onFollowPassReply(x, r)
+		return
+	}
 	switch x.kind {
-	case kindGreeting:
-		s.onGreeting(x, r)
 	case kindPassive:
 		s.onPassiveReply(x, r)
 	case kindActive:
@@ -244,38 +255,6 @@ func (s *session) onPreliminary(x *exchange, r rewrite.Reply) {
 		return
 	}
 	s.writeClientReply(r.Lines)
-}
-
-func (s *session) onGreeting(x *exchange, r rewrite.Reply) {
-	tlsNext := s.upstreamTLSAfterGreeting()
-	if tlsNext {
-		// The client hears the greeting once TLS with the upstream is
-		// up, so a server that cannot do TLS gets it a 421 instead.
-		x.held.add(r)
-	} else {
-		s.writeClientReply(r.Lines)
-	}
-	if r.More {
-		return
-	}
-	x.done, x.answered = true, true
-	s.greetTimer.Stop()
-	if r.Code/100 != 2 {
-		if tlsNext {
-			s.writeClientReply(x.held.lines())
-		}
-		s.log.Warn().Int("code", r.Code).Msg("upstream refused the session")
-		s.end("upstream refused")
-		return
-	}
-	s.phase = phaseLogin
-	if tlsNext {
-		s.heldGreeting = x.held.lines()
-		s.cur = nil
-		s.openUpstreamAUTH()
-		return
-	}
-	s.settle()
 }
 
 // onRelayReply relays a final reply and follows what it changes.

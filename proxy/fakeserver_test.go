@@ -315,9 +315,10 @@ type fakeListener struct {
 	port int
 }
 
-// Passive opens a data listener on 127.0.0.1.
+// Passive opens a data listener on the address of the control connection
+// (127.0.0.1 unless the server listens elsewhere).
 func (f *fakeConn) Passive() *fakeListener {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: f.c.LocalAddr().(*net.TCPAddr).IP})
 	if err != nil {
 		f.fail("passive listen: %v", err)
 	}

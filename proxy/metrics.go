@@ -25,6 +25,7 @@ import (
 type Metrics struct {
 	sessions     map[string]prometheus.Counter // by result
 	refusals     map[string]prometheus.Counter // by reason
+	fwdRefusals  map[string]prometheus.Counter // forward mode, by reason
 	logins       [2]prometheus.Counter         // failure, success
 	transfers    [3][2][3]prometheus.Counter   // direction, mode, result
 	bytes        [3]prometheus.Counter         // direction
@@ -174,6 +175,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"Sessions refused before the upstream was dialled, by reason: access_list (allow and deny lists), max_sessions, max_sessions_per_ip, banned.",
 		"reason")
 	m.refusals = byValue(refusals, refusalValues)
+
+	fwdRefusals := counterVec("forward_refusals_total",
+		"Forward-mode logins refused, by reason: destination (not allowed by --allow-dest, or a protected address), resolve (the name did not resolve), client (not in --forward-from), proxy_auth (wrong proxy user or password).",
+		"reason")
+	m.fwdRefusals = byValue(fwdRefusals, forwardRefusalValues)
 
 	logins := counterVec("logins_total", "Logins, by result: success (230 or 232), failure (530 to PASS or ACCT).", "result")
 	m.logins = [2]prometheus.Counter{logins.WithLabelValues("failure"), logins.WithLabelValues("success")}

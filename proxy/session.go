@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -49,7 +50,8 @@ type session struct {
 	cfg *Config
 	id  uint64
 
-	baseLog zerolog.Logger // session, client, upstream
+	logCtx  zerolog.Logger // session, client, and the upstream if known from the start
+	baseLog zerolog.Logger // logCtx plus the upstream once connected
 	log     zerolog.Logger // baseLog plus the user once known
 
 	client   net.Conn
@@ -61,9 +63,13 @@ type session struct {
 	upAP     netip.AddrPort // the upstream's control address
 	upLocal  netip.AddrPort // the proxy's end of the upstream control connection
 
-	wg      sync.WaitGroup // readers and data transfers
+	wg      sync.WaitGroup // readers, the upstream connector and data transfers
 	ended   chan struct{}  // closed when the session must end
 	endOnce sync.Once
+	ctx     context.Context // cancelled when the session must end: stops a dial or a lookup
+	cancel  context.CancelFunc
+
+	fwd *forwardState // forward mode: the destination the login names; nil in reverse mode
 
 	mu          sync.Mutex
 	phase       phase
@@ -95,7 +101,6 @@ type session struct {
 	upHandshake  bool        // the upstream said 234: its reader starts TLS
 	upProtLater  bool        // the upstream said 530 to PBSZ/PROT: let the next data command go without
 	heldGreeting []string    // the upstream's greeting, until TLS with it is up
-	greetTimer   *time.Timer
 	loginTimer   *time.Timer
 	idleTimer    *time.Timer
 	active       time.Time // when the client last sent a command or a transfer ended
@@ -125,6 +130,10 @@ func newSession(srv *Server, c net.Conn) *session {
 		started:  time.Now(),
 	}
 	s.dialedAP = s.localAP
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.cfg.Forward != nil {
+		s.fwd = &forwardState{}
+	}
 	s.setLogger(netip.AddrPort{})
 	return s
 }
@@ -139,8 +148,19 @@ func (s *session) setLogger(via netip.AddrPort) {
 	if via.IsValid() {
 		ctx = ctx.Str("via", via.String())
 	}
-	s.baseLog = ctx.Str("upstream", s.cfg.Upstream).Logger()
+	if up := s.cfg.Upstream; up != "" && s.cfg.Pool == nil && s.cfg.Forward == nil {
+		ctx = ctx.Str("upstream", up)
+	}
+	s.logCtx = ctx.Logger()
+	s.baseLog = s.logCtx
 	s.log = s.baseLog
+}
+
+// setUpstream adds the server the session connected to to its logger,
+// when it was not known from the start (a pool, forward mode).
+func (s *session) setUpstream(name string) {
+	s.baseLog = s.logCtx.With().Str("upstream", name).Str("upstream_addr", s.upAP.String()).Logger()
+	s.setUser(s.user)
 }
 
 // serve runs the session to its end and releases everything it holds.
@@ -172,52 +192,22 @@ func (s *session) serve() {
 	defer release()
 	s.log.Info().Str("local", s.dialedAP.String()).Msg("session opened")
 
-	d := net.Dialer{Timeout: s.cfg.DialTimeout}
-	dialStart := time.Now()
-	up, err := d.Dial("tcp", s.cfg.Upstream)
-	if err != nil {
-		s.log.Warn().Err(err).Msg("upstream unreachable")
-		s.cfg.Metrics.upstreamFailed(err)
-		s.endReason = "upstream unreachable"
-		s.writeClientLine(replyUpstreamDown)
-		return
-	}
-	s.log.Debug().Dur("connect", time.Since(dialStart)).Msg("upstream connected")
-	s.cfg.Metrics.upstreamConnected(time.Since(dialStart))
-	s.up = up
-	s.upAP = addrPortOf(up.RemoteAddr())
-	s.upLocal = addrPortOf(up.LocalAddr())
-	if v := s.cfg.UpstreamProxyProtocol; v != 0 {
-		if err := writeProxyHeader(up, v, s.clientAP, s.dialedAP, time.Now().Add(s.cfg.DialTimeout)); err != nil {
-			s.log.Warn().Err(err).Msg("upstream refused the PROXY header")
-			s.cfg.Metrics.upstreamFailed(err)
-			s.endReason = "upstream unreachable"
-			s.writeClientLine(replyUpstreamDown)
-			return
-		}
-	}
-	if s.cfg.UpstreamTLS == UpstreamTLSImplicit {
-		tc, err := clientHandshake(up, s.upstreamTLS(), s.cfg.DialTimeout)
-		s.cfg.Metrics.upstreamTLS(err)
-		if err != nil {
-			s.log.Warn().Err(err).Msg("TLS with the upstream failed")
-			s.endReason = "upstream TLS failed"
-			s.writeClientLine(replyUpstreamTLSBad + clip(err.Error()))
-			return
-		}
-		s.up, s.upTLS = tc, true
-		s.logUpstreamTLS(tc)
-	}
-
 	s.mu.Lock()
-	s.cur = &exchange{kind: kindGreeting}
-	s.greetTimer = time.AfterFunc(s.cfg.GreetingTimeout, s.onGreetingTimeout)
 	s.loginTimer = time.AfterFunc(s.cfg.LoginTimeout, s.onLoginTimeout)
 	s.active = time.Now()
 	s.idleTimer = time.AfterFunc(s.cfg.IdleTimeout, s.onIdleTimeout)
+	if s.fwd != nil {
+		// Forward mode: the proxy greets, and connects once the login
+		// names the server.
+		s.phase = phaseLogin
+		s.writeClientLine(replyForwardGreeting)
+	} else {
+		s.cur = &exchange{kind: kindGreeting}
+		targets := s.upstreamTargets()
+		s.wg.Go(func() { s.connect(targets, true) })
+	}
 	s.mu.Unlock()
 	s.wg.Go(s.readCommands)
-	s.wg.Go(s.readReplies)
 
 	select {
 	case <-s.ended:
@@ -227,23 +217,12 @@ func (s *session) serve() {
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.greetTimer.Stop()
 	s.loginTimer.Stop()
 	s.idleTimer.Stop()
 	s.mu.Unlock()
 }
 
-// onGreetingTimeout, onLoginTimeout and onIdleTimeout are the session's
-// timers.
-func (s *session) onGreetingTimeout() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.phase == phaseGreeting {
-		s.log.Warn().Dur("timeout", s.cfg.GreetingTimeout).Msg("upstream sent no greeting")
-		s.abortSession("greeting timeout", replyGreetTimeout)
-	}
-}
-
+// onLoginTimeout and onIdleTimeout are the session's timers.
 func (s *session) onLoginTimeout() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -295,15 +274,17 @@ func (s *session) readProxyHeader() bool {
 // finish closes both control connections, stops every data transfer and
 // waits for all the session's goroutines, then logs a summary.
 func (s *session) finish() {
+	s.cancel()
 	s.mu.Lock()
 	s.closing = true
 	for t := range s.xfers {
 		t.abort()
 	}
+	up := s.up
 	s.mu.Unlock()
 	s.client.Close()
-	if s.up != nil {
-		s.up.Close()
+	if up != nil {
+		up.Close()
 	}
 	s.wg.Wait() // transfers report under mu: not held here
 	s.mu.Lock()
@@ -340,7 +321,10 @@ func (s *session) end(reason string) {
 		s.endReason = reason
 		s.closing = true
 	}
-	s.endOnce.Do(func() { close(s.ended) })
+	s.endOnce.Do(func() {
+		close(s.ended)
+		s.cancel()
+	})
 }
 
 // readCommands reads command lines from the client until its connection
@@ -391,10 +375,10 @@ func (s *session) readCommands() {
 	}
 }
 
-// readReplies reads replies from the upstream until its connection ends,
-// and hands each chunk to the session.
-func (s *session) readReplies() {
-	lr := rewrite.NewLineReader(s.up, s.cfg.MaxReplyLineLength)
+// readReplies reads replies from the upstream, after its greeting, until
+// its connection ends, and hands each chunk to the session. lr is the
+// reader the greeting was read with: it may hold more already.
+func (s *session) readReplies(lr *rewrite.LineReader) {
 	newReader := func(lr *rewrite.LineReader) *rewrite.ReplyReader {
 		rr := rewrite.NewReplyReader(lr, replyChunkLines, s.cfg.MaxReplyLines)
 		rr.SetChunkBytes(replyChunkBytes)

@@ -54,6 +54,11 @@ func (s *session) upstreamTLS() *tls.Config {
 			c = &tls.Config{}
 		}
 		c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		if s.fwd != nil && s.fwd.host != "" {
+			// Forward mode: the certificate must be the server's the
+			// client named.
+			c.ServerName = s.fwd.host
+		}
 		s.upConf = c
 	}
 	return s.upConf
@@ -161,14 +166,12 @@ func (s *session) upstreamHandshake(lr *rewrite.LineReader) *rewrite.LineReader 
 	}
 	s.up, s.upWD, s.upTLS = tc, time.Time{}, true
 	s.logUpstreamTLS(tc)
-	if x := s.cur; x != nil && x.kind == kindUpstreamTLS {
-		x.done, x.answered = true, true
-	}
-	if g := s.heldGreeting; g != nil {
-		s.heldGreeting = nil
-		s.writeClientReply(g)
-	}
-	s.settle()
+	// The AUTH exchange is over: the greeting held for it, or the login
+	// waiting in forward mode, goes on.
+	s.cur = nil
+	g := s.heldGreeting
+	s.heldGreeting = nil
+	s.upstreamReady(g)
 	return rewrite.NewLineReader(tc, s.cfg.MaxReplyLineLength)
 }
 
