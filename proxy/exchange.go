@@ -148,9 +148,15 @@ func (s *session) advance() {
 // dispatch handles one client command whose turn has come: the proxy
 // answers it, or it opens an exchange with the upstream.
 func (s *session) dispatch(cmd rewrite.Command) {
-	if s.fwd != nil && s.up == nil {
-		s.forwardCommand(cmd)
-		return
+	if s.fwd != nil {
+		if s.up == nil {
+			s.forwardCommand(cmd)
+			return
+		}
+		var ok bool
+		if cmd, ok = s.forwardConnected(cmd); !ok {
+			return
+		}
 	}
 	if h := commandHandlers[cmd.Verb]; h != nil {
 		h(s, cmd)

@@ -385,7 +385,8 @@ func (f *fakeConn) DialActive(line string) *net.TCPConn {
 	if err != nil {
 		f.fail("data address %q: %v", line, err)
 	}
-	d := net.Dialer{Timeout: ioTimeout}
+	// From the server's own address, as a real server connects.
+	d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: f.c.LocalAddr().(*net.TCPAddr).IP}}
 	c, err := d.Dial("tcp", ap.String())
 	if err != nil {
 		f.fail("dial %v: %v", ap, err)

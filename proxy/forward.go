@@ -78,6 +78,9 @@ type forwardState struct {
 	port      uint16
 	then      forwardThen
 	reply     string // for thenReply
+	// viaUSER: the session reached its server through a USER that named
+	// it (user@host), so a later USER is read the same way.
+	viaUSER bool
 }
 
 // forwardLogin is what one USER argument says in forward mode.
@@ -201,10 +204,67 @@ func (s *session) forwardCommand(cmd rewrite.Command) {
 	}
 }
 
+// forwardConnected looks at a command of a forward-mode session that has
+// its server. A client that named the server in its USER may send USER
+// user@host again (after a failed password, or REIN): the same server is
+// taken off and the USER goes on; another server is refused, because the
+// password that follows was meant for that one, not for this. OPEN has no
+// meaning for the server. It reports whether cmd (maybe changed) goes on.
+func (s *session) forwardConnected(cmd rewrite.Command) (rewrite.Command, bool) {
+	f := s.fwd
+	switch {
+	case cmd.Verb == "OPEN":
+		s.answer("530 Already connected to " + f.where() + ": open a new connection to reach another server.")
+		return cmd, false
+	case cmd.Verb != "USER" || !f.viaUSER:
+		return cmd, true
+	}
+	l, err := parseForwardUSER(cmd.Arg, false)
+	if err != nil || l.dest == "" {
+		return cmd, true
+	}
+	host, port, err := nat.SplitDestination(l.dest, 21)
+	if err == nil && host == f.host && port == f.port {
+		cmd.Arg = l.user
+		return cmd, true
+	}
+	s.log.Warn().Str("dest", clip(l.dest)).Msg("USER names another server than the session's: refused")
+	s.answer("530 This session is connected to " + f.where() + ": open a new connection to reach another server.")
+	return cmd, false
+}
+
+// where names the session's server for a reply.
+func (f *forwardState) where() string {
+	if f.host == "" {
+		return "the default server"
+	}
+	return net.JoinHostPort(f.host, fmt.Sprint(f.port))
+}
+
+// fromAllowed reports whether the client may name a destination
+// (--forward-from).
+func (s *session) fromAllowed() bool {
+	from := s.cfg.Forward.From
+	return len(from) == 0 || nat.Contains(from, s.clientAP.Addr())
+}
+
+// refuseFrom answers a client outside --forward-from.
+func (s *session) refuseFrom(what string) {
+	s.log.Warn().Str("reason", "client not in --forward-from").Str("dest", clip(what)).Msg("forward refused")
+	s.cfg.Metrics.forwardRefused(forwardRefusedClient)
+	s.answer(replyForwardFrom)
+}
+
 func (s *session) forwardUSER(arg string) {
 	f := s.fwd
 	f.step, f.pass = stepNone, ""
 	needProxy := s.cfg.Forward.Users != nil && !f.authed
+	if !s.fromAllowed() {
+		// Only the default upstream, if any, and no proxy login: a
+		// client that may not forward has no use for a proxy password
+		// and must not be able to try them.
+		needProxy = false
+	}
 	l, err := parseForwardUSER(arg, needProxy)
 	if err != nil {
 		s.log.Info().Msg("malformed forward-mode USER")
@@ -228,6 +288,11 @@ func (s *session) forwardUSER(arg string) {
 		return
 	}
 	f.user = l.user
+	if l.dest != "" && !s.fromAllowed() {
+		s.refuseFrom(l.dest)
+		return
+	}
+	f.viaUSER = true
 	if l.dest == "" {
 		if s.cfg.Upstream == "" && s.cfg.Pool == nil {
 			s.answer(replyForwardNoDest)
@@ -282,11 +347,16 @@ func (s *session) forwardPASS(arg string) {
 // then go to it as they come.
 func (s *session) forwardOPEN(cmd rewrite.Command) {
 	f := s.fwd
+	dest := strings.TrimSpace(cmd.Arg)
+	if !s.fromAllowed() {
+		s.refuseFrom(dest)
+		return
+	}
 	if s.cfg.Forward.Users != nil && !f.authed {
+		s.log.Info().Str("cmd", cmd.Verb).Msg("destination named before the proxy login: refused")
 		s.answer(replyProxyLoginFirst)
 		return
 	}
-	dest := strings.TrimSpace(cmd.Arg)
 	if dest == "" || strings.ContainsAny(dest, " \t") {
 		s.answer("501 Expected " + cmd.Verb + " host[:port].")
 		return
@@ -300,10 +370,8 @@ func (s *session) forwardOPEN(cmd rewrite.Command) {
 // setDest records the destination a login names, if this client may use
 // forward mode and the name is well formed; it answers otherwise.
 func (s *session) setDest(dest string) bool {
-	if from := s.cfg.Forward.From; len(from) > 0 && !nat.Contains(from, s.clientAP.Addr()) {
-		s.log.Warn().Str("reason", "client not in --forward-from").Msg("forward refused")
-		s.cfg.Metrics.forwardRefused(forwardRefusedClient)
-		s.answer(replyForwardFrom)
+	if !s.fromAllowed() {
+		s.refuseFrom(dest)
 		return false
 	}
 	host, port, err := nat.SplitDestination(dest, 21)
@@ -353,6 +421,7 @@ func (s *session) proxyLoginFailed(name, why string) {
 func (s *session) forwardConnect(then forwardThen) {
 	f := s.fwd
 	f.then = then
+	f.viaUSER = then != thenReply
 	s.cur = &exchange{kind: kindGreeting}
 	host, port := f.host, f.port
 	protected := s.protectedRanges()

@@ -3,11 +3,15 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/proxy"
@@ -96,7 +100,9 @@ func TestForwardLoginStyles(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				e := startProxy(t, "", proxyOpts{config: forwardConfig(t, []string{"127.0.0.2/32"}, port, tt.users, nil)})
+				m.mu.Lock()
 				before := len(m.conns)
+				m.mu.Unlock()
 				c := dialProxy(t, e.addr)
 				if r := c.Expect(220); !strings.Contains(r.text(), "ftpproxy forward proxy") {
 					t.Fatalf("greeting %q, want the proxy's own", r.text())
@@ -385,6 +391,40 @@ func TestForwardHostileUpstream(t *testing.T) {
 	})
 }
 
+// A session that named its server in USER stays with it: USER user@host
+// again for the same server is taken (the host taken off), one for
+// another server is refused, so the password that follows never reaches
+// a server it was not meant for; OPEN is the proxy's, never relayed.
+func TestForwardSessionKeepsItsServer(t *testing.T) {
+	m := &miniFTP{}
+	fs := newFakeServerAt(t, "127.0.0.2:0", m.serve)
+	other := newFakeServerAt(t, "127.0.0.3:0", func(f *fakeConn) { f.fail("the other server was connected to") })
+	_, port, _ := net.SplitHostPort(fs.addr())
+	_, otherPort, _ := net.SplitHostPort(other.addr())
+	e := startProxy(t, "", proxyOpts{config: forwardConfig(t, []string{"127.0.0.0/8"}, port+","+otherPort, false, nil)})
+	c := dialLogin(t, e.addr)
+	c.Cmd("USER alice@"+fs.addr(), 331)
+	c.Cmd("USER alice@"+other.addr(), 530)
+	c.Cmd("PASS pw", 230)
+	c.Cmd("USER bob@"+fs.addr(), 331)
+	c.Cmd("OPEN "+other.addr(), 530)
+	c.Cmd("QUIT", 221)
+	e.logs.waitFor(t, "session closed")
+	got := strings.Join(m.received(t, 0), "\n")
+	if got != "USER alice\nPASS pw\nUSER bob\nQUIT" {
+		t.Errorf("the server received:\n%s", got)
+	}
+	e.logs.waitFor(t, "names another server than the session's")
+
+	// A client outside --forward-from cannot try proxy passwords.
+	from := func(fc *proxy.ForwardConfig) { fc.From = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }
+	e2 := startProxy(t, "", proxyOpts{config: forwardConfig(t, []string{"127.0.0.0/8"}, port, true, from)})
+	c2 := dialLogin(t, e2.addr)
+	c2.Cmd("USER px", 530)
+	c2.Cmd("OPEN "+fs.addr(), 530)
+	e2.logs.waitFor(t, `"dest":"`+fs.addr()+`"`, "client not in --forward-from")
+}
+
 // With an upstream configured beside forward mode, a login that names no
 // server goes there, past the destination policy.
 func TestForwardDefaultUpstream(t *testing.T) {
@@ -418,4 +458,63 @@ func TestForwardMalformedLogin(t *testing.T) {
 	c.Cmd("ACCT x", 503)
 	c.Cmd("QUIT", 221)
 	e.logs.waitFor(t, "session closed")
+}
+
+// Forward mode beside the rest: AUTH TLS before the login is the
+// proxy's, the login that names the server goes over TLS, data is
+// protected; and active mode reaches the server the login named.
+func TestForwardWithTLSAndActiveMode(t *testing.T) {
+	pki := newTestPKI(t)
+	file := randomBytes(t, 256<<10)
+	m := &miniFTP{files: map[string][]byte{"f": file}}
+	fs := newFakeServerAt(t, "127.0.0.2:0", m.serve)
+	_, port, _ := net.SplitHostPort(fs.addr())
+	cfg := func(c *proxy.Config) {
+		forwardConfig(t, []string{"127.0.0.2/32"}, port, true, nil)(c)
+		pki.proxyTLS(proxy.ClientTLSRequire, proxy.DataReuseAuto)(c)
+	}
+	e := startProxy(t, "", proxyOpts{config: cfg})
+	conf := pki.clientConfig()
+
+	c := dialLogin(t, e.addr)
+	if r := c.Cmd("FEAT", 211); !strings.Contains(r.text(), "AUTH TLS") {
+		t.Errorf("FEAT before the login: %q, want AUTH TLS", r.text())
+	}
+	c.Cmd("USER alice@px@"+fs.addr(), 530) // TLS is required first
+	startTLS(t, c, conf)
+	c.Cmd("PBSZ 0", 200)
+	c.Cmd("PROT P", 200)
+	c.Cmd("USER alice@px@"+fs.addr(), 331)
+	c.Cmd("PASS pw@proxy-secret", 230)
+	retrTLS(t, c, e, conf, "f", file)
+
+	// Active mode: the proxy connects back to the client, which is the
+	// TLS client on the data connection all the same (RFC 4217).
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln.SetDeadline(time.Now().Add(ioTimeout))
+	c.Cmd(fmt.Sprintf("EPRT |1|127.0.0.1|%d|", ln.Addr().(*net.TCPAddr).Port), 200)
+	c.Send("RETR f")
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("no active data connection: %v", err)
+	}
+	defer raw.Close()
+	dc := tls.Client(raw, conf)
+	dc.SetDeadline(time.Now().Add(ioTimeout))
+	if err := dc.Handshake(); err != nil {
+		t.Fatalf("active data handshake: %v", err)
+	}
+	c.Expect(150)
+	got, err := io.ReadAll(dc)
+	if err != nil || !bytes.Equal(got, file) {
+		t.Fatalf("active RETR: %d bytes, %v", len(got), err)
+	}
+	c.Expect(226)
+	if rcv := strings.Join(m.received(t, 0), "\n"); strings.Contains(rcv, "AUTH") || strings.Contains(rcv, "PROT") {
+		t.Errorf("the client's TLS commands reached the server:\n%s", rcv)
+	}
 }
