@@ -295,6 +295,10 @@ func (s *session) forwardUSER(arg string) {
 	f.viaUSER = true
 	if l.dest == "" {
 		if s.cfg.Upstream == "" && s.cfg.Pool == nil {
+			if !s.fromAllowed() {
+				s.refuseFrom("")
+				return
+			}
 			s.answer(replyForwardNoDest)
 			return
 		}

@@ -420,7 +420,9 @@ func TestForwardSessionKeepsItsServer(t *testing.T) {
 	from := func(fc *proxy.ForwardConfig) { fc.From = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }
 	e2 := startProxy(t, "", proxyOpts{config: forwardConfig(t, []string{"127.0.0.0/8"}, port, true, from)})
 	c2 := dialLogin(t, e2.addr)
-	c2.Cmd("USER px", 530)
+	if r := c2.Cmd("USER px", 530); !strings.Contains(r.text(), "not allowed from your address") {
+		t.Errorf("USER from outside --forward-from: %q", r.text())
+	}
 	c2.Cmd("OPEN "+fs.addr(), 530)
 	e2.logs.waitFor(t, `"dest":"`+fs.addr()+`"`, "client not in --forward-from")
 }
