@@ -24,6 +24,13 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	sessWG    sync.WaitGroup
+	// serveWG counts the accept loops. Shutdown waits for them before it
+	// waits for the sessions: a connection an accept loop took while the
+	// listeners were closing is served, not dropped. That matters when
+	// the listening socket is shared with a successor (an upgrade): the
+	// client's connection was accepted by the kernel and nobody else will
+	// answer it.
+	serveWG sync.WaitGroup
 
 	// force is closed when sessions must end now (Close, or Shutdown's
 	// deadline): each session tells its client 421 and closes.
@@ -99,10 +106,7 @@ func (srv *Server) serve(ln net.Listener, implicit bool) error {
 		backoff = 0
 		s := newSession(srv, c)
 		s.implicit = implicit
-		if !srv.trackSession(s, true) {
-			c.Close()
-			return ErrServerClosed
-		}
+		srv.trackSession(s, true)
 		go func() {
 			defer srv.trackSession(s, false)
 			s.serve()
@@ -128,6 +132,7 @@ func (srv *Server) Sessions() int {
 // they are gone.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.closeListeners()
+	srv.serveWG.Wait()
 	done := make(chan struct{})
 	go func() {
 		srv.sessWG.Wait()
@@ -147,6 +152,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 func (srv *Server) Close() error {
 	srv.closeListeners()
 	srv.forceOnce.Do(func() { close(srv.force) })
+	srv.serveWG.Wait()
 	srv.sessWG.Wait()
 	return nil
 }
@@ -161,32 +167,35 @@ func (srv *Server) closeListeners() {
 	clear(srv.listeners)
 }
 
+// trackListener adds ln and its accept loop, unless the server is closed,
+// or removes them.
 func (srv *Server) trackListener(ln net.Listener, add bool) bool {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if !add {
 		delete(srv.listeners, ln)
+		srv.serveWG.Done()
 		return true
 	}
 	if srv.closed.Load() {
 		return false
 	}
 	srv.listeners[ln] = struct{}{}
+	srv.serveWG.Add(1)
 	return true
 }
 
-func (srv *Server) trackSession(s *session, add bool) bool {
+// trackSession adds or removes s. Only an accept loop adds, and Shutdown
+// and Close wait for the loops before they wait for the sessions, so a
+// session added while they close is still waited for.
+func (srv *Server) trackSession(s *session, add bool) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if !add {
 		delete(srv.sessions, s)
 		srv.sessWG.Done()
-		return true
-	}
-	if srv.closed.Load() {
-		return false
+		return
 	}
 	srv.sessions[s] = struct{}{}
 	srv.sessWG.Add(1)
-	return true
 }
