@@ -492,6 +492,7 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPortsInUse
 	ch <- descPortsFree
 	ch <- descBansActive
+	describePools(ch)
 }
 
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -521,4 +522,5 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPortsInUse, prometheus.GaugeValue, float64(inUse))
 		ch <- prometheus.MustNewConstMetric(descPortsFree, prometheus.GaugeValue, float64(size-inUse))
 	}
+	collectPools(ch, servers)
 }
