@@ -73,6 +73,15 @@ type configFile struct {
 	path  string
 	lines map[string]int // key -> line, for the keys whose values were used
 	items []configItem   // the strings given, for the lines of list items
+
+	// For a file with services (services.go): the top level's mapping
+	// and its services key; in the configFile of one service, the
+	// service's name and line, which its errors name.
+	root         *yaml.Node
+	services     *yaml.Node
+	servicesLine int
+	service      string
+	serviceLine  int
 }
 
 // configItem is one string of the file's value for key, at line.
@@ -144,6 +153,9 @@ func applyConfig(fs *flag.FlagSet, path string) (*configFile, error) {
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 
 	c := &configFile{path: path, lines: map[string]int{}}
+	if c.findServices(root) {
+		return c, c.applyTop(fs, root)
+	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], yamlDeref(root.Content[i+1])
@@ -332,7 +344,15 @@ func isYAMLText(n *yaml.Node) bool {
 }
 
 func (c *configFile) errorf(line int, err error, format string, args ...any) error {
-	return &configError{path: c.path, line: line, msg: fmt.Sprintf(format, args...), err: err}
+	return &configError{path: c.path, line: line, msg: c.inService(fmt.Sprintf(format, args...)), err: err}
+}
+
+// inService prefixes msg with the service it is about, if any.
+func (c *configFile) inService(msg string) string {
+	if c.service == "" {
+		return msg
+	}
+	return fmt.Sprintf("service %q: %s", c.service, msg)
 }
 
 // flagInError matches a flag as error messages name it, "--max-sessions".
@@ -350,11 +370,19 @@ func (c *configFile) locate(err error) error {
 	}
 	msg := err.Error()
 	m := flagInError.FindStringSubmatchIndex(msg)
+	if m == nil && c.service != "" {
+		return &configError{path: c.path, line: c.serviceLine, msg: c.inService(msg), err: err}
+	}
 	if m == nil {
 		return err
 	}
 	key := msg[m[2]:m[3]]
 	line, ok := c.lines[key]
+	if !ok && c.service != "" {
+		// A check of a service without a key of its own (upstream is
+		// required): the service's line.
+		return &configError{path: c.path, line: c.serviceLine, msg: c.inService(msg[:m[0]] + msg[m[0]+2:]), err: err}
+	}
 	if !ok {
 		return err
 	}
@@ -365,7 +393,7 @@ func (c *configFile) locate(err error) error {
 			break
 		}
 	}
-	return &configError{path: c.path, line: line, msg: msg[:m[0]] + key + rest, err: err}
+	return &configError{path: c.path, line: line, msg: c.inService(msg[:m[0]] + key + rest), err: err}
 }
 
 // suggestFlag returns the flag name closest to an unknown key, or "" if none is

@@ -73,8 +73,9 @@ func TestConfigFileErrors(t *testing.T) {
 		{"string for a bool", "proxy-protocol-chained: \"true\"\n", nil, "1: proxy-protocol-chained: want true or false"},
 		{"yes for a bool", "proxy-protocol-chained: yes\n", nil, "1: proxy-protocol-chained: want true or false"},
 		{"integer for a bool", "proxy-protocol-chained: 1\n", nil, "1: proxy-protocol-chained: want true or false"},
-		{"list for a string", "upstream: [h:21]\n", nil, "1: upstream: want a string"},
-		{"mapping for a string", "upstream:\n  host: h\n  port: 21\n", nil, "2: upstream: want a string"},
+		{"list for a string", "upstream-data-mode: [same]\n", nil, "1: upstream-data-mode: want a string"},
+		{"mapping for a string", "upstream-ca:\n  file: h\n  path: 21\n", nil, "2: upstream-ca: want a string"},
+		{"mapping for upstream", "upstream:\n  host: h\n  port: 21\n", nil, "2: upstream: want a string or a list of strings"},
 		{"bool for a string", "upstream: h:21\nlog-level: true\n", nil, "2: log-level: want a string"},
 		{"integer for a duration", "upstream: h:21\ndrain-timeout: 30\n", nil, `2: drain-timeout: want a duration such as "30s"`},
 		{"mapping for a list", "listen: {a: b}\n", nil, "1: listen: want a string or a list of strings"},
@@ -393,7 +394,14 @@ func TestExampleConfigShowsDefaults(t *testing.T) {
 func TestExampleConfigCommentedValuesValidate(t *testing.T) {
 	text := uncommentExample(readExampleConfig(t), func(string) bool { return true })
 	cert, key := exampleTestCertificate(t)
-	o, err := parseFlags([]string{"--config", writeConfigFile(t, text), "--tls-cert", cert, "--tls-key", key}, io.Discard)
+	users := filepath.Join(t.TempDir(), "forward-users")
+	if err := os.WriteFile(users, []byte(testProxyUserLine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// forward: false is the default the example shows; the forward-mode
+	// settings beside it need it on.
+	o, err := parseFlags([]string{"--config", writeConfigFile(t, text), "--tls-cert", cert, "--tls-key", key,
+		"--forward", "--forward-users", users}, io.Discard)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
@@ -462,7 +470,7 @@ func TestCheckConfigCommand(t *testing.T) {
 		{[]string{"check-config", "--config", good, "--max-line-length", "10"}, 2, "",
 			"ftpproxy: --max-line-length 10: want at least 512 (RFC 959 pathnames need room)\n"},
 		{[]string{"check-config", "--config", good, "--advertise", "{{ NoSuchFunc }}"}, 2, "", "ftpproxy: --advertise "},
-		{[]string{"check-config"}, 2, "", "ftpproxy: --upstream is required: the FTP server's HOST:PORT\n"},
+		{[]string{"check-config"}, 2, "", "ftpproxy: --upstream is required: the FTP server's HOST:PORT (or --forward)\n"},
 		{[]string{"check-config", "--upstream", "10.0.0.5:21"}, 0, "ftpproxy: config OK\n", ""},
 		{[]string{"check-config", "--help"}, 0, "", "Usage:"},
 	}

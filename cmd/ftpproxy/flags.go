@@ -22,6 +22,7 @@ import (
 type options struct {
 	listen       []string
 	upstream     string
+	pool         []string // every server of --upstream when it names more than one; upstream is the first
 	passivePorts *nat.PortPool
 	activePorts  *nat.PortPool
 	dataMode     proxy.DataMode
@@ -54,6 +55,15 @@ type options struct {
 	upstreamTLS      proxy.UpstreamTLSMode
 	upstreamTLSConf  *tls.Config
 	upstreamInsecure bool
+
+	// Forward mode (nil: off).
+	forward *proxy.ForwardConfig
+
+	// name is the service's name under services: in the configuration
+	// file, "" for the top level; services are those services (nil
+	// without), each parsed into options of its own (services.go).
+	name     string
+	services []*options
 }
 
 // listFlag is a flag that may be repeated.
@@ -64,6 +74,8 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 const usage = `Usage:
   ftpproxy --upstream HOST:PORT [--listen ADDR]... [options]
+  ftpproxy --forward --allow-dest LIST [--listen ADDR]... [options]
+  ftpproxy passwd NAME < password
   ftpproxy check-config --config FILE [options]
   ftpproxy version
 
@@ -76,7 +88,18 @@ Options:
 // parseFlags parses args and the --config file they name; every bad value
 // is refused with a message that names its flag (and, for a value from the
 // file, the file, line and key).
-func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
+func parseFlags(args []string, out io.Writer) (*options, error) {
+	sc := &scope{}
+	o, err := parseScope(args, out, sc)
+	if err != nil || !sc.hasServices() {
+		return o, err
+	}
+	return o, o.parseServices(args, sc.file)
+}
+
+// parseScope parses args and the settings of sc: the top level of the
+// --config file, or one service of it.
+func parseScope(args []string, out io.Writer, sc *scope) (_ *options, retErr error) {
 	fs := flag.NewFlagSet("ftpproxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -106,9 +129,12 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	fs.StringVar(&upCA, "upstream-ca", "", "PEM `FILE` of the roots the upstream's certificate is verified against (default: the system's)")
 	fs.StringVar(&upName, "upstream-server-name", "", "the `NAME` the upstream's certificate must carry (default: the host part of --upstream, even an IP)")
 	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the upstream's certificate (logged at start; for tests and broken servers only)")
+	var fwd forwardFlags
+	fwd.register(fs)
 	configPath := fs.String(configFlag, "", "read settings from the YAML `FILE` (keys are flag names); flags given here win")
 	fs.Var(&listen, "listen", "`ADDR` to accept FTP clients on, host:port; may be repeated (default \":21\")")
-	fs.StringVar(&o.upstream, "upstream", "", "the FTP server, `HOST:PORT` (required)")
+	var upstreams listFlag
+	fs.Var(&upstreams, "upstream", "the FTP server, `HOST:PORT` (required); repeat it, or separate with commas, for a pool of equivalent servers that sessions are spread over")
 	fs.StringVar(&ports, "passive-ports", "", "passive data port range `LO-HI` (default: any free port)")
 	fs.Var(&advertise, "advertise", "`ADDR` announced in PASV replies: an IP, a host name or a go-sockaddr template; CIDR=ADDR for clients from CIDR; may be repeated (default: the address the client connected to)")
 	fs.StringVar(&activePorts, "active-ports", "", "port range `LO-HI` of the listeners the upstream connects to in active mode (default: any free port)")
@@ -143,7 +169,7 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	file, fileErr := applyConfig(fs, *configPath)
+	file, fileErr := sc.apply(fs, *configPath)
 	if fileErr != nil {
 		return nil, fileErr
 	}
@@ -157,10 +183,13 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 		}
 	}
 	o.listen = listen
-	if o.upstream == "" {
-		return nil, errors.New("--upstream is required: the FTP server's HOST:PORT")
+	if err := o.parseUpstreams(upstreams); err != nil {
+		return nil, err
 	}
-	if _, _, err := net.SplitHostPort(o.upstream); err != nil {
+	if o.upstream == "" && !fwd.on && !sc.hasServices() {
+		return nil, errors.New("--upstream is required: the FTP server's HOST:PORT (or --forward)")
+	}
+	if _, _, err := net.SplitHostPort(o.upstream); err != nil && o.upstream != "" {
 		return nil, fmt.Errorf("--upstream %q: want HOST:PORT, e.g. 10.0.0.5:21", o.upstream)
 	}
 	if ports != "" {
@@ -233,6 +262,9 @@ func parseFlags(args []string, out io.Writer) (_ *options, retErr error) {
 		return nil, err
 	}
 	if err := o.parseUpstreamTLS(upTLS, upCA, upName); err != nil {
+		return nil, err
+	}
+	if err := fwd.parse(&o); err != nil {
 		return nil, err
 	}
 	if o.maxReplyLine < 512 {
@@ -344,5 +376,6 @@ func (o *options) proxyConfig() proxy.Config {
 		UpstreamTLS:           o.upstreamTLS,
 		UpstreamTLSConfig:     o.upstreamTLSConf,
 		TLSDataReuse:          o.dataReuse,
+		Forward:               o.forward,
 	}
 }

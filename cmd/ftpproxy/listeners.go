@@ -166,3 +166,23 @@ func (ls *listenerSet) closeAll() {
 		}
 	}
 }
+
+// addrs returns the addresses listened on now.
+func (ls *listenerSet) addrs() (plain, implicit []string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for a := range ls.plain {
+		plain = append(plain, a)
+	}
+	for a := range ls.implicit {
+		implicit = append(implicit, a)
+	}
+	return plain, implicit
+}
+
+// logger returns the logger the set logs with now.
+func (ls *listenerSet) logger() zerolog.Logger {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.log
+}

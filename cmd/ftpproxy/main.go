@@ -1,6 +1,8 @@
-// Command ftpproxy relays FTP sessions to one upstream server and rewrites
-// the data-connection addresses in PASV, EPSV, PORT and EPRT, so transfers
-// work in passive and active mode through NAT and firewalls.
+// Command ftpproxy relays FTP sessions to an upstream server (or a pool of
+// equivalent ones) and rewrites the data-connection addresses in PASV,
+// EPSV, PORT and EPRT, so transfers work in passive and active mode
+// through NAT and firewalls. A configuration file may run several such
+// services in one process (services.go).
 //
 //	ftpproxy --listen :2121 --upstream ftp.internal:21 --passive-ports 21000-21099
 //	ftpproxy --config /etc/ftpproxy/ftpproxy.yaml
@@ -25,8 +27,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-
-	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -39,6 +39,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "check-config" {
 		os.Exit(checkConfig(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwdMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "probe" {
 		os.Exit(probeMain(os.Args[2:], os.Stdout, os.Stderr, os.Getenv))
@@ -69,22 +72,12 @@ func versionString() string {
 
 func run(o *options) error {
 	log := newLogger(logOutput, o.logFormat, o.logLevel)
-	cfg := o.proxyConfig()
-	cfg.Logger = log
 	var reg *prometheus.Registry
 	var reloads *reloadMetrics
 	if o.health != "" {
-		reg, cfg.Metrics = newMetrics()
+		reg = newRegistry()
 		reloads = newReloadMetrics(reg)
 	}
-	if o.certs != nil {
-		cfg.TLS = o.certs.serverConfig(o.tlsMin)
-		logLoaded(log, o.certs.cur.Load().Leaf, o.certs.certFile)
-	}
-	if o.upstreamInsecure {
-		log.Warn().Msg("--upstream-insecure-skip-verify: the upstream's certificate is not verified; anyone on the path can read and change the sessions")
-	}
-	srv := proxy.New(cfg)
 	upg, err := newUpgrader(o.pidFile)
 	if err != nil {
 		return fmt.Errorf("upgrade support: %w", err)
@@ -92,18 +85,18 @@ func run(o *options) error {
 	defer upg.stop()
 
 	var wg sync.WaitGroup
-	lns := newListenerSet(srv, upg, &wg, log)
-	if err := lns.openAll(o.listen, o.listenImplicit); err != nil {
+	svcs := newFleet(upg, &wg, reg)
+	if err := svcs.start(o, log); err != nil {
 		return err
 	}
 	var healthLn net.Listener
 	if o.health != "" {
 		hln, err := upg.listen(o.health)
 		if err != nil {
-			lns.closeAll()
+			svcs.close()
 			return fmt.Errorf("--health %s: %w", o.health, err)
 		}
-		hs := &http.Server{Handler: httpHandler(srv, o.passivePorts, reg, log), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: httpHandler(svcs.healthViews, reg, log), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		// The health endpoint answers 503 through the drain, and goes
 		// when the process does; after an upgrade it goes at once (below),
@@ -112,7 +105,7 @@ func run(o *options) error {
 		healthLn = hln
 		log.Info().Str("health", hln.Addr().String()).Str("metrics", "/metrics").Msg("health endpoint listening")
 	}
-	rl := &reloader{args: os.Args[1:], cur: o, srv: srv, lns: lns, metrics: cfg.Metrics, log: log, counts: reloads}
+	rl := &reloader{args: os.Args[1:], cur: o, svcs: svcs, log: log, counts: reloads}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -136,13 +129,13 @@ func run(o *options) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case sig := <-sigs:
-		log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("draining: no new sessions")
+		log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", svcs.sessions()).Msg("draining: no new sessions")
 		// The upgrader holds a copy of every listening socket for a
 		// successor; with none coming, they must close with ours, or the
 		// kernel would go on queueing connections nobody accepts.
 		upg.stop()
 	case <-upg.exit():
-		log.Info().Dur("drain_timeout", o.drainTimeout).Int("sessions", srv.Sessions()).Msg("upgraded: the new process accepts; draining this one")
+		log.Info().Dur("drain_timeout", o.drainTimeout).Int("sessions", svcs.sessions()).Msg("upgraded: the new process accepts; draining this one")
 		if healthLn != nil {
 			healthLn.Close()
 		}
@@ -155,7 +148,7 @@ func run(o *options) error {
 		log.Info().Msg("second signal: closing every session now")
 		cancel()
 	}()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := svcs.shutdown(ctx); err != nil {
 		log.Warn().Err(err).Msg("drain cut short: remaining sessions were closed")
 	}
 	wg.Wait()

@@ -9,15 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-
-	"github.com/ftpproxy/ftpproxy/nat"
-	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
-// newMetrics returns the registry /metrics serves and the proxy's metrics,
-// registered on it beside the build information and the Go runtime's and
-// the process's own collectors.
-func newMetrics() (*prometheus.Registry, *proxy.Metrics) {
+// newRegistry returns the registry /metrics serves, with the build
+// information and the Go runtime's and the process's own collectors; each
+// service registers its proxy.Metrics on it (fleet.metricsFor).
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "ftpproxy",
@@ -30,19 +27,19 @@ func newMetrics() (*prometheus.Registry, *proxy.Metrics) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return reg, proxy.NewMetrics(reg)
+	return reg
 }
 
 // httpHandler serves the --health address: the metrics of reg in the
-// Prometheus text format on /metrics, the health check on every other
-// path (load balancers ask for /).
-func httpHandler(srv *proxy.Server, pool *nat.PortPool, reg prometheus.Gatherer, log zerolog.Logger) http.Handler {
+// Prometheus text format on /metrics, the health check of the services
+// views returns on every other path (load balancers ask for /).
+func httpHandler(views func() []healthView, reg prometheus.Gatherer, log zerolog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      promLogger{log},
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
-	mux.Handle("/", healthHandler(srv, pool))
+	mux.Handle("/", healthHandler(views))
 	return mux
 }
 

@@ -33,7 +33,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, m := newMetrics()
+	reg := newRegistry()
+	m := proxy.NewMetrics(reg)
 	srv := proxy.New(proxy.Config{Upstream: upstream, PassivePorts: pool, Metrics: m})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,7 +48,8 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	hs := httptest.NewServer(httpHandler(srv, pool, reg, zerolog.Nop()))
+	views := func() []healthView { return []healthView{{srv: srv, ports: pool}} }
+	hs := httptest.NewServer(httpHandler(views, reg, zerolog.Nop()))
 	t.Cleanup(hs.Close)
 
 	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)

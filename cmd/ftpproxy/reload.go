@@ -8,7 +8,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ftpproxy/ftpproxy/nat"
-	"github.com/ftpproxy/ftpproxy/proxy"
 )
 
 // reloader applies the command line and the --config file again on
@@ -16,21 +15,24 @@ import (
 // afterwards and at once to the access lists, limits and bans; sessions
 // and transfers in progress keep what they started with. A file that does
 // not parse or validate is refused, logged and counted, and the running
-// configuration stays. Listen addresses added are opened and removed ones
-// stop accepting (their sessions go on); the health address needs a
-// restart.
+// configuration stays. Services are matched by name (fleet.reload): one
+// added starts, one removed stops accepting and drains. Listen addresses
+// added are opened and removed ones stop accepting (their sessions go on);
+// the health address needs a restart, and so does a switch between a
+// configuration with services and one without.
 type reloader struct {
-	args    []string
-	cur     *options
-	srv     *proxy.Server
-	lns     *listenerSet
-	metrics *proxy.Metrics
-	log     zerolog.Logger
-	counts  *reloadMetrics // nil without --health
+	args   []string
+	cur    *options
+	svcs   *fleet
+	log    zerolog.Logger
+	counts *reloadMetrics // nil without --health
 }
 
 func (r *reloader) reload() {
 	next, err := parseFlags(r.args, io.Discard)
+	if err == nil && (len(next.services) > 0) != (len(r.cur.services) > 0) {
+		err = errMixedServices
+	}
 	if err != nil {
 		r.log.Error().Err(err).Msg("configuration reload refused; the running configuration stays")
 		r.counts.record(false)
@@ -39,23 +41,17 @@ func (r *reloader) reload() {
 	if next.health != r.cur.health {
 		r.log.Warn().Msg("the health address changed: it applies at the next restart")
 	}
-	// A port range that stays the same keeps its pool, which knows the
-	// ports that running transfers hold.
-	next.passivePorts = samePool(next.passivePorts, r.cur.passivePorts)
-	next.activePorts = samePool(next.activePorts, r.cur.activePorts)
-
 	log := newLogger(logOutput, next.logFormat, next.logLevel)
-	cfg := next.proxyConfig()
-	cfg.Logger, cfg.Metrics = log, r.metrics
-	if next.certs != nil {
-		cfg.TLS = next.certs.serverConfig(next.tlsMin)
-		logLoaded(log, next.certs.cur.Load().Leaf, next.certs.certFile)
-	}
-	r.srv.Reconfigure(cfg)
-	r.lns.update(next.listen, next.listenImplicit, log)
+	r.svcs.reload(next, log)
 	r.cur, r.log = next, log
 	r.counts.record(true)
-	log.Info().Str("upstream", next.upstream).Msg("configuration reloaded: new sessions use it")
+	ev := log.Info()
+	if len(next.services) == 0 {
+		ev = ev.Str("upstream", next.upstream)
+	} else {
+		ev = ev.Int("services", len(next.services))
+	}
+	ev.Msg("configuration reloaded: new sessions use it")
 }
 
 // samePool returns old if next covers the same ports.

@@ -91,6 +91,13 @@ func (o *options) parseUpstreamTLS(mode, caFile, name string) error {
 	}
 	if name == "" {
 		name, _, _ = net.SplitHostPort(o.upstream)
+		// One name is verified for every server of a pool: the host
+		// of the first stands for the others only if they share it.
+		for _, a := range o.pool {
+			if h, _, _ := net.SplitHostPort(a); h != name {
+				return errors.New("--upstream-tls with a pool of several hosts needs --upstream-server-name: the name their certificates carry")
+			}
+		}
 	}
 	conf := &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.upstreamInsecure}
 	if caFile != "" {
