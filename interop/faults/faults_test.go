@@ -322,6 +322,7 @@ func TestFaults(t *testing.T) {
 	e.runCase(fmt.Sprintf("churn-%d-sessions/vsftpd", *flagSessions), caseOpts{px: e.pxVs, srv: vs.srv, limit: 150 * time.Second}, e.churn)
 	e.bruteForce()
 	e.configReload()
+	e.services()
 	e.upgradeInPlace()
 	e.drainFinishes()
 	e.drainTimeout()

@@ -6,7 +6,9 @@
 #   127.0.0.4  the clients   127.0.0.5  a second client address
 # Ports: proxies 2150-2151, 2156-2157 (health 2150, 2166, 2167), servers
 # 2152-2153, silent-upstream gate 2155; passive 25000-25099 (proxies),
-# 25100-25299 (servers).
+# 25100-25299 (servers). The services cases: proxy 2161-2163 (health
+# 2164), pool servers 2175-2176; passive 25640-25699 (proxy), 25700-25799
+# (pool servers).
 #
 # Usage: interop/faults/run.sh [test flags, e.g. -cases 'drain|churn' -churn 500 -keep]
 # Needs root (ip netns; the servers need root) and the peers
