@@ -4,7 +4,7 @@ BIN     := bin/ftpproxy
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 FUZZTIME ?= 10s
 
-.PHONY: all build test race lint fuzz interop faults soak bench demo peers clean
+.PHONY: all build test race lint fuzz interop faults forward soak bench demo peers clean
 
 all: lint test build
 
@@ -42,6 +42,12 @@ interop: peers
 SOAK ?= 150s
 faults: peers
 	bash interop/faults/run.sh
+
+# Forward mode with real peers: lftp (every ftp:proxy-auth-type), curl and
+# ftplib naming vsftpd or proftpd at login, passive and active; and every
+# refused destination, client and proxy login (530, nothing dialled).
+forward: peers
+	bash interop/forward/run.sh
 
 soak: peers
 	bash interop/faults/soak.sh -soak-duration $(SOAK)
