@@ -313,13 +313,23 @@ func (s *session) afterLogin(verb string, code int) {
 		}
 	case code == 530 && (verb == "PASS" || verb == "ACCT"):
 		s.cfg.Metrics.login(false)
-		if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
-			s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
-			s.abortSession("banned", replyFor(errBanned))
+		if s.loginFailed() {
 			return
 		}
 		s.log.Info().Msg("login failed")
 	}
+}
+
+// loginFailed counts a failed login (or a refused forward-mode
+// destination) against the client's address; when that bans it, the
+// session ends with 421 and loginFailed reports true.
+func (s *session) loginFailed() bool {
+	if !s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
+		return false
+	}
+	s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
+	s.abortSession("banned", replyFor(errBanned))
+	return true
 }
 
 // reinitialize takes the session back to where it was after the greeting

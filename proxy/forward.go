@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/rewrite"
@@ -411,9 +410,7 @@ func (s *session) proxyLoginFailed(name, why string) {
 	s.log.Warn().Str("proxy_user", clip(name)).Str("reason", why).Msg("proxy login failed")
 	s.cfg.Metrics.forwardRefused(forwardRefusedProxyAuth)
 	s.cfg.Metrics.login(false)
-	if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
-		s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
-		s.abortSession("banned", replyFor(errBanned))
+	if s.loginFailed() {
 		return
 	}
 	s.answer(replyProxyLoginBad)
@@ -562,9 +559,7 @@ func (s *session) forwardRefused(host string, port uint16, r *destRefusal) {
 		Str("reason", r.reason).Msg("forward refused")
 	s.cfg.Metrics.forwardRefused(r.kind)
 	s.fwd.host, s.fwd.port, s.fwd.pass = "", 0, ""
-	if s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
-		s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
-		s.abortSession("banned", replyFor(errBanned))
+	if s.loginFailed() {
 		return
 	}
 	s.answer(replyForwardRefused + clip(r.reason) + ".")
