@@ -135,25 +135,14 @@ func prefixes(ss ...string) []netip.Prefix {
 	return out
 }
 
-// IsSpecial reports whether a lies in one of the ranges a destination
-// entry must name explicitly: loopback, link-local, unspecified,
-// multicast, broadcast.
-func IsSpecial(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, sp := range special {
-		for _, n := range sp.nets {
-			if n.Contains(a) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // DestRefusal is why a destination is refused; its text is fit for the
 // client's reply and the log.
 type DestRefusal struct {
 	Reason string
+	// Protected: the address lies in a special or protected range, not
+	// merely outside the policy. A name with such an address is refused
+	// whole.
+	Protected bool
 }
 
 func (r *DestRefusal) Error() string { return r.Reason }
@@ -201,9 +190,9 @@ func (p *DestPolicy) Check(host string, ap netip.AddrPort, protected []NamedPref
 	}
 	switch {
 	case portRefused:
-		return &DestRefusal{Reason: fmt.Sprintf("port %d is not allowed for %s", port, a)}
+		return &DestRefusal{Reason: fmt.Sprintf("port %d is not allowed for %s", port, a), Protected: inside.IsValid()}
 	case inside.IsValid():
-		return &DestRefusal{Reason: fmt.Sprintf("%s %s (not named by --allow-dest)", what, a)}
+		return &DestRefusal{Reason: fmt.Sprintf("%s %s (not named by --allow-dest)", what, a), Protected: true}
 	case len(p.entries) == 0:
 		return &DestRefusal{Reason: "no destination is allowed (--allow-dest is empty)"}
 	}

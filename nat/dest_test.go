@@ -63,6 +63,14 @@ func TestDestPolicyCheck(t *testing.T) {
 			t.Errorf("%v %s %s: refused (%v), want allowed", tt.allow, tt.host, tt.ap, err)
 		case tt.reason != "" && (err == nil || !strings.Contains(err.Error(), tt.reason)):
 			t.Errorf("%v %s %s: %v, want a refusal with %q", tt.allow, tt.host, tt.ap, err, tt.reason)
+		case err != nil:
+			// Protected: an address in a special or protected range.
+			a := netip.MustParseAddrPort(tt.ap).Addr().Unmap()
+			want := a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast() ||
+				a == netip.MustParseAddr("255.255.255.255") || own[0].Prefix.Contains(a)
+			if got := err.(*DestRefusal).Protected; got != want {
+				t.Errorf("%v %s %s: Protected %v, want %v", tt.allow, tt.host, tt.ap, got, want)
+			}
 		}
 	}
 }

@@ -490,7 +490,7 @@ func (s *session) resolveDest(host string, port uint16, protected []nat.NamedPre
 		if first == nil {
 			first = err
 		}
-		if isProtected(a, protected) {
+		if r, ok := err.(*nat.DestRefusal); ok && r.Protected {
 			return nil, &destRefusal{reason: err.Error(), resolved: addrs, kind: forwardRefusedDest}
 		}
 	}
@@ -498,20 +498,6 @@ func (s *session) resolveDest(host string, port uint16, protected []nat.NamedPre
 		return nil, &destRefusal{reason: first.Error(), resolved: addrs, kind: forwardRefusedDest}
 	}
 	return targets, nil
-}
-
-// isProtected reports whether a lies in a range a destination may reach
-// only when the policy names it: the special ranges and protected.
-func isProtected(a netip.Addr, protected []nat.NamedPrefix) bool {
-	if nat.IsSpecial(a) {
-		return true
-	}
-	for _, p := range protected {
-		if p.Prefix.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // protectedRanges are the proxy's own addresses and its trusted balancers:
