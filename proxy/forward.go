@@ -425,9 +425,10 @@ func (s *session) forwardConnect(then forwardThen) {
 	f.viaUSER = then != thenReply
 	s.cur = &exchange{kind: kindGreeting}
 	host, port := f.host, f.port
-	protected := s.protectedRanges()
 	s.wg.Go(func() {
-		targets, refusal := s.resolveDest(host, port, protected)
+		// The interface list is a netlink dump: read it here, not
+		// under the session's lock.
+		targets, refusal := s.resolveDest(host, port, s.protectedRanges())
 		if refusal != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -502,7 +503,8 @@ func (s *session) resolveDest(host string, port uint16, protected []nat.NamedPre
 
 // protectedRanges are the proxy's own addresses and its trusted balancers:
 // a destination must not loop back into the proxy or reach the balancer
-// through it.
+// through it. It reads only what is fixed when the session starts, so it
+// needs no lock.
 func (s *session) protectedRanges() []nat.NamedPrefix {
 	var out []nat.NamedPrefix
 	own := func(a netip.Addr) {
