@@ -149,32 +149,67 @@ func applyConfig(fs *flag.FlagSet, path string) (*configFile, error) {
 	if err != nil || root == nil {
 		return &configFile{path: path}, err
 	}
-	onCommandLine := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
-
 	c := &configFile{path: path, lines: map[string]int{}}
 	if c.findServices(root) {
 		return c, c.applyTop(fs, root)
 	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], yamlDeref(root.Content[i+1])
+	if err := c.setKeys(fs, root, map[string]int{}, setAll); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// keyUse is what setKeys does with a key: set its flag, only check its
+// value (another scope sets it), or pass over it.
+type keyUse int
+
+const (
+	keySet keyUse = iota
+	keyCheck
+	keySkip
+)
+
+func setAll(*yaml.Node) (keyUse, error) { return keySet, nil }
+
+// setKeys sets the flags of fs from the keys of the mapping node, with the
+// file's strict checks: unknown or duplicate key, wrong type, bad value.
+// use decides, before a key is looked up, whether it is set, only checked
+// or passed over, or refuses it. A flag given on the command line is
+// checked and not set: the command line wins.
+func (c *configFile) setKeys(fs *flag.FlagSet, node *yaml.Node, seen map[string]int, use func(k *yaml.Node) (keyUse, error)) error {
+	cmdline := onCommandLine(fs)
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		k, v := node.Content[i], yamlDeref(node.Content[i+1])
+		u, err := use(k)
+		if err != nil {
+			return err
+		}
+		if u == keySkip {
+			continue
+		}
 		f, err := c.lookup(fs, k, seen)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		vals, err := configValues(c, f.Name, keyKindOf(f), v)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if onCommandLine[f.Name] {
+		if u == keyCheck || cmdline[f.Name] {
 			continue
 		}
 		if err := c.set(fs, f, k.Line, vals); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return c, nil
+	return nil
+}
+
+// onCommandLine returns the names of the flags set on the command line.
+func onCommandLine(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 // lookup returns the flag that the key k names, refusing a duplicate, the

@@ -106,13 +106,6 @@ func (c *configFile) findServices(root *yaml.Node) bool {
 	return false
 }
 
-// onCommandLine returns the flags of fs given on the command line.
-func onCommandLine(fs *flag.FlagSet) map[string]bool {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	return set
-}
-
 // applyTop reads the top level of a file with services: it sets the
 // process's own settings, checks the type of the others (each service
 // sets them) and refuses the keys that belong to each service.
@@ -124,34 +117,23 @@ func (c *configFile) applyTop(fs *flag.FlagSet, root *yaml.Node) error {
 		}
 	}
 	seen := map[string]int{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], yamlDeref(root.Content[i+1])
-		if k.Kind == yaml.ScalarNode && k.Value == servicesKey {
+	return c.setKeys(fs, root, seen, func(k *yaml.Node) (keyUse, error) {
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			return keySet, nil // lookup refuses it
+		case k.Value == servicesKey:
 			if first, ok := seen[servicesKey]; ok {
-				return c.errorf(k.Line, nil, "duplicate key %q (first at line %d)", servicesKey, first)
+				return 0, c.errorf(k.Line, nil, "duplicate key %q (first at line %d)", servicesKey, first)
 			}
 			seen[servicesKey] = k.Line
-			continue
+			return keySkip, nil
+		case slices.Contains(serviceKeys, k.Value):
+			return 0, c.errorf(k.Line, nil, "%s: with services, set it in each service", k.Value)
+		case processKeys[k.Value]:
+			return keySet, nil
 		}
-		f, err := c.lookup(fs, k, seen)
-		if err != nil {
-			return err
-		}
-		if slices.Contains(serviceKeys, f.Name) {
-			return c.errorf(k.Line, nil, "%s: with services, set it in each service", f.Name)
-		}
-		vals, err := configValues(c, f.Name, keyKindOf(f), v)
-		if err != nil {
-			return err
-		}
-		if !processKeys[f.Name] || cmdline[f.Name] {
-			continue
-		}
-		if err := c.set(fs, f, k.Line, vals); err != nil {
-			return err
-		}
-	}
-	return nil
+		return keyCheck, nil // each service sets it
+	})
 }
 
 // apply sets the flags of fs from the service's keys, then from the top
@@ -161,25 +143,14 @@ func (d *serviceDef) apply(fs *flag.FlagSet) (*configFile, error) {
 	c := &configFile{path: d.top.path, lines: map[string]int{}, service: d.name, serviceLine: d.line}
 	cmdline := onCommandLine(fs)
 	seen := map[string]int{}
-	for i := 0; i+1 < len(d.node.Content); i += 2 {
-		k, v := d.node.Content[i], yamlDeref(d.node.Content[i+1])
+	err := c.setKeys(fs, d.node, seen, func(k *yaml.Node) (keyUse, error) {
 		if k.Kind == yaml.ScalarNode && (processKeys[k.Value] && k.Value != configFlag || k.Value == servicesKey) {
-			return nil, c.errorf(k.Line, nil, "%s: a setting of the whole process, at the top level only", k.Value)
+			return 0, c.errorf(k.Line, nil, "%s: a setting of the whole process, at the top level only", k.Value)
 		}
-		f, err := c.lookup(fs, k, seen)
-		if err != nil {
-			return nil, err
-		}
-		vals, err := configValues(c, f.Name, keyKindOf(f), v)
-		if err != nil {
-			return nil, err
-		}
-		if cmdline[f.Name] {
-			continue
-		}
-		if err := c.set(fs, f, k.Line, vals); err != nil {
-			return nil, err
-		}
+		return keySet, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	root := d.top.root
 	for i := 0; i+1 < len(root.Content); i += 2 {
