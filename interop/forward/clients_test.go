@@ -96,7 +96,7 @@ func (r runResult) failure(what string) error {
 // stderr together (curl -v writes its trace to stderr).
 func (s *suite) run(role string, argv ...string) runResult {
 	r := runResult{argv: argv}
-	s.topo.in(role, func() error {
+	s.topo.In(role, func() error {
 		ctx, cancel := context.WithTimeout(s.ctx, opLimit)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

@@ -99,7 +99,7 @@ func (tl *tally) report(name string, d time.Duration, note string, err error) {
 
 type suite struct {
 	ctx    context.Context
-	topo   *topo
+	topo   *peers.Topology
 	tl     *tally
 	work   string
 	peers  string
@@ -137,8 +137,8 @@ func TestForward(t *testing.T) {
 	if prefix == "" {
 		prefix = fmt.Sprintf("ftpfwd-%d", os.Getpid())
 	}
-	s := &suite{ctx: ctx, topo: &topo{prefix: prefix}, tl: tl}
-	defer s.topo.destroy()
+	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	if err := s.setup(); err != nil {
 		tl.report("setup", time.Since(start), "", err)
@@ -236,7 +236,7 @@ func (s *suite) setup() error {
 	if _, err := os.Stat(s.bin); err != nil {
 		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
-	if err := s.topo.build(s.ctx); err != nil {
+	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
 	s.work = *flagWork
@@ -251,14 +251,14 @@ func (s *suite) setup() error {
 	if err := os.Chmod(s.work, 0o755); err != nil {
 		return err
 	}
-	fmt.Printf("forward: namespaces %s-{cli,pxy,srv}, work directory %s\n", s.topo.prefix, s.work)
+	fmt.Printf("forward: namespaces %s-{cli,pxy,srv}, work directory %s\n", s.topo.Prefix, s.work)
 
 	start := func(kind peers.Kind, host, pasv string) (*peers.Server, error) {
 		lo, hi, _ := strings.Cut(pasv, "-")
 		l, _ := strconv.Atoi(lo)
 		h, _ := strconv.Atoi(hi)
 		var srv *peers.Server
-		err := s.topo.in(nsSrv, func() error {
+		err := s.topo.In(nsSrv, func() error {
 			var err error
 			srv, err = peers.StartServer(s.ctx, kind, s.peers, s.work, host, serverPort, peers.PassivePorts(l, h))
 			return err
@@ -286,15 +286,15 @@ func (s *suite) setup() error {
 	}
 
 	for _, tr := range trapAddrs {
-		err := s.topo.in(tr.ns, func() error {
-			t, err := listenTrap(s.topo.name(tr.ns)+" "+tr.addr, tr.addr)
+		err := s.topo.In(tr.ns, func() error {
+			t, err := listenTrap(s.topo.Name(tr.ns)+" "+tr.addr, tr.addr)
 			if err == nil {
 				s.traps = append(s.traps, t)
 			}
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("trap on %s in %s: %w", tr.addr, s.topo.name(tr.ns), err)
+			return fmt.Errorf("trap on %s in %s: %w", tr.addr, s.topo.Name(tr.ns), err)
 		}
 	}
 	if *flagDirect {
@@ -395,7 +395,7 @@ func (s *suite) startProxy(name string, port int, extra ...string) (*proxyProc, 
 	if err != nil {
 		return nil, err
 	}
-	argv := append([]string{"ip", "netns", "exec", s.topo.name(nsPxy), s.bin,
+	argv := append([]string{"ip", "netns", "exec", s.topo.Name(nsPxy), s.bin,
 		"--forward", "--listen", p.addr,
 		"--log-format", "json", "--log-level", "debug",
 		// The refusals are failed logins; a ban would turn the cases
@@ -412,7 +412,7 @@ func (s *suite) startProxy(name string, port int, extra ...string) (*proxyProc, 
 	}
 	p.cmd, p.waitErr = cmd, make(chan error, 1)
 	go func() { p.waitErr <- cmd.Wait(); logf.Close() }()
-	err = s.topo.in(nsPxy, func() error { return peers.WaitGreeting(s.ctx, p.addr, 10*time.Second, p.waitErr) })
+	err = s.topo.In(nsPxy, func() error { return peers.WaitGreeting(s.ctx, p.addr, 10*time.Second, p.waitErr) })
 	if err != nil {
 		p.stop()
 		return nil, fmt.Errorf("ftpproxy %s did not come up on %s: %v\n$ %s\n%s", name, p.addr, err, peers.ShellQuote(argv), peers.Tail(p.log(0), 2000))
@@ -519,12 +519,12 @@ func (s *suite) topologyCases() []tcase {
 			errc := make(chan error, len(probes))
 			for _, p := range probes {
 				go func() {
-					errc <- s.topo.in(nsCli, func() error {
+					errc <- s.topo.In(nsCli, func() error {
 						d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(p.source)}}
 						c, err := d.Dial("tcp", p.addr)
 						if err == nil {
 							c.Close()
-							return fmt.Errorf("%s reached %s from %s: the topology lets the client bypass the proxy", p.source, p.addr, s.topo.name(nsCli))
+							return fmt.Errorf("%s reached %s from %s: the topology lets the client bypass the proxy", p.source, p.addr, s.topo.Name(nsCli))
 						}
 						return nil
 					})
@@ -540,14 +540,14 @@ func (s *suite) topologyCases() []tcase {
 		}},
 		{"topology/proxy-reaches-servers-and-traps", func() (string, error) {
 			for _, srv := range []*peers.Server{s.vsftpd, s.proftpd} {
-				err := s.topo.in(nsPxy, func() error { return peers.WaitGreeting(s.ctx, srv.Addr(), 5*time.Second, nil) })
+				err := s.topo.In(nsPxy, func() error { return peers.WaitGreeting(s.ctx, srv.Addr(), 5*time.Second, nil) })
 				if err != nil {
 					return "", fmt.Errorf("%s on %s from the proxy's namespace: %w", srv.Kind.Name, srv.Addr(), err)
 				}
 			}
 			for _, t := range s.traps {
 				before := t.count()
-				err := s.topo.in(nsPxy, func() error {
+				err := s.topo.In(nsPxy, func() error {
 					c, err := net.DialTimeout("tcp", t.l.Addr().String(), dialLimit)
 					if err != nil {
 						return err
@@ -673,7 +673,7 @@ func (s *suite) trapControlCase() tcase {
 // address source.
 func (s *suite) dialFrom(source, addr string) (*ctrl, error) {
 	var f *ctrl
-	err := s.topo.in(nsCli, func() error {
+	err := s.topo.In(nsCli, func() error {
 		var err error
 		f, err = dialCtrl(addr, source)
 		return err

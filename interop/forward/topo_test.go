@@ -2,17 +2,7 @@
 
 package forward
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
-	"syscall"
-	"time"
-
-	"github.com/ftpproxy/ftpproxy/interop/peers"
-)
+import "github.com/ftpproxy/ftpproxy/interop/peers"
 
 // The topology, three network namespaces named <prefix>-<role>:
 //
@@ -58,148 +48,42 @@ const (
 	nsSrv = "srv"
 )
 
-// topo is the set of namespaces of one run.
-type topo struct {
-	prefix  string
-	created []string // full names, in creation order
-	etc     string   // /etc/netns/<prefix>-pxy, if written
-}
-
-// name returns the full namespace name of a role.
-func (tp *topo) name(role string) string { return tp.prefix + "-" + role }
-
-// ip runs the ip tool with a bounded time.
-func ip(ctx context.Context, args ...string) error {
-	_, err := peers.RunTool(ctx, 20*time.Second, append([]string{"ip"}, args...)...)
-	return err
-}
-
-// build creates the namespaces, links, addresses, routes, sysctls and the
-// proxy's hosts file. The error says which step the kernel refused.
-func (tp *topo) build(ctx context.Context) error {
-	for _, role := range []string{nsCli, nsPxy, nsSrv} {
-		n := tp.name(role)
-		if err := ip(ctx, "netns", "add", n); err != nil {
-			return fmt.Errorf("the kernel refused a network namespace: %w", err)
-		}
-		tp.created = append(tp.created, n)
-		if err := ip(ctx, "-n", n, "link", "set", "lo", "up"); err != nil {
-			return err
-		}
+// newTopo describes the topology of one run.
+func newTopo(prefix string) *peers.Topology {
+	return &peers.Topology{
+		Prefix: prefix,
+		Roles:  []string{nsCli, nsPxy, nsSrv},
+		Links: []peers.Link{
+			{Role: nsPxy, Dev: "cli0", PeerRole: nsCli, PeerDev: "eth0"},
+			{Role: nsPxy, Dev: "srv0", PeerRole: nsSrv, PeerDev: "eth0"},
+		},
+		Addrs: []peers.Addr{
+			{Role: nsCli, Dev: "eth0", CIDR: cliIn + "/24"},
+			{Role: nsCli, Dev: "eth0", CIDR: cliOut + "/24"},
+			{Role: nsPxy, Dev: "cli0", CIDR: pxyCliIP + "/24"},
+			{Role: nsPxy, Dev: "srv0", CIDR: pxySrvIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: vsftpdIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: proftpdIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: trapIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: unlistedIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: metaIP + "/32"},
+		},
+		Routes: []peers.Route{
+			{Role: nsCli, Args: []string{"default", "via", pxyCliIP}},
+			{Role: nsSrv, Args: []string{"10.71.1.0/24", "via", pxySrvIP}},
+			// So that a proxy that dialled the metadata address would reach
+			// the trap there instead of failing on a missing route.
+			{Role: nsPxy, Args: []string{metaIP + "/32", "dev", "srv0"}},
+		},
+		Sysctls: []peers.Sysctl{
+			{Role: nsPxy, Key: "net/ipv4/ip_forward", Value: "0"},
+			{Role: nsPxy, Key: "net/ipv6/conf/all/forwarding", Value: "0"},
+		},
+		// ip netns exec mounts the files of /etc/netns/<name> over /etc for
+		// the programs it runs: the proxy, started that way, resolves these
+		// names and no others.
+		Hosts: []peers.Hosts{
+			{Role: nsPxy, Content: "127.0.0.1 localhost\n127.0.0.1 " + loopName + "\n" + vsftpdIP + " " + vsftpdName + "\n"},
+		},
 	}
-	links := []struct{ ns, dev, peerNS, peerDev string }{
-		{nsPxy, "cli0", nsCli, "eth0"},
-		{nsPxy, "srv0", nsSrv, "eth0"},
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "add", l.dev, "type", "veth", "peer", "name", l.peerDev, "netns", tp.name(l.peerNS)); err != nil {
-			return fmt.Errorf("the kernel refused a veth pair: %w", err)
-		}
-	}
-	addrs := []struct{ ns, dev, cidr string }{
-		{nsCli, "eth0", cliIn + "/24"},
-		{nsCli, "eth0", cliOut + "/24"},
-		{nsPxy, "cli0", pxyCliIP + "/24"},
-		{nsPxy, "srv0", pxySrvIP + "/24"},
-		{nsSrv, "eth0", vsftpdIP + "/24"},
-		{nsSrv, "eth0", proftpdIP + "/24"},
-		{nsSrv, "eth0", trapIP + "/24"},
-		{nsSrv, "eth0", unlistedIP + "/24"},
-		{nsSrv, "eth0", metaIP + "/32"},
-	}
-	for _, a := range addrs {
-		if err := ip(ctx, "-n", tp.name(a.ns), "addr", "add", a.cidr, "dev", a.dev); err != nil {
-			return err
-		}
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "set", l.dev, "up"); err != nil {
-			return err
-		}
-		if err := ip(ctx, "-n", tp.name(l.peerNS), "link", "set", l.peerDev, "up"); err != nil {
-			return err
-		}
-	}
-	routes := []struct {
-		ns   string
-		args []string
-	}{
-		{nsCli, []string{"default", "via", pxyCliIP}},
-		{nsSrv, []string{"10.71.1.0/24", "via", pxySrvIP}},
-		// So that a proxy that dialled the metadata address would reach
-		// the trap there instead of failing on a missing route.
-		{nsPxy, []string{metaIP + "/32", "dev", "srv0"}},
-	}
-	for _, r := range routes {
-		if err := ip(ctx, append([]string{"-n", tp.name(r.ns), "route", "add"}, r.args...)...); err != nil {
-			return err
-		}
-	}
-	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
-		err := tp.in(nsPxy, func() error {
-			return os.WriteFile("/proc/sys/"+key, []byte("0"), 0o644)
-		})
-		if err != nil {
-			return fmt.Errorf("sysctl %s in %s: %w", key, tp.name(nsPxy), err)
-		}
-	}
-	// ip netns exec mounts the files of /etc/netns/<name> over /etc for
-	// the programs it runs: the proxy, started that way, resolves these
-	// names and no others.
-	tp.etc = filepath.Join("/etc/netns", tp.name(nsPxy))
-	if err := os.MkdirAll(tp.etc, 0o755); err != nil {
-		return err
-	}
-	hosts := "127.0.0.1 localhost\n127.0.0.1 " + loopName + "\n" + vsftpdIP + " " + vsftpdName + "\n"
-	return os.WriteFile(filepath.Join(tp.etc, "hosts"), []byte(hosts), 0o644)
-}
-
-// destroy removes the namespaces and the hosts file this run created.
-func (tp *topo) destroy() {
-	for i := len(tp.created) - 1; i >= 0; i-- {
-		ip(context.Background(), "netns", "del", tp.created[i])
-	}
-	tp.created = nil
-	if tp.etc != "" {
-		os.RemoveAll(tp.etc)
-		os.Remove(filepath.Dir(tp.etc)) // only if no other run has one there
-		tp.etc = ""
-	}
-}
-
-// in runs fn on an OS thread of its own that has joined the role's network
-// namespace: sockets fn opens and programs it starts (which keep the
-// namespace after fn returns) live there. The thread is never handed back
-// to the Go scheduler: it ends with fn's goroutine, so no other goroutine
-// ever runs in the namespace. Goroutines fn starts run elsewhere.
-func (tp *topo) in(role string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
-		f, err := os.Open("/run/netns/" + tp.name(role))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		trap, ok := setnsTrap[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: system call number unknown on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(trap, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %v", tp.name(role), e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// setnsTrap is the setns(2) system call number per architecture; package
-// syscall names it only on some.
-var setnsTrap = map[string]uintptr{
-	"amd64": 308, "386": 346, "arm64": 268, "arm": 375, "riscv64": 268,
-	"loong64": 268, "ppc64le": 350, "ppc64": 350, "s390x": 339,
 }

@@ -83,7 +83,7 @@ func (s *suite) setForward(on bool) error {
 	if on {
 		v = "1"
 	}
-	return s.topo.in(nsPxy, func() error {
+	return s.topo.In(nsPxy, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0o644)
 	})
 }
@@ -182,7 +182,7 @@ func (c ftpsClient) argv(s *suite, host string, port int, ca, op, local, remote 
 // run runs the client in the NAT client's namespace, bounded by limit.
 func (c ftpsClient) run(s *suite, host string, port int, ca, op, local, remote string, limit time.Duration) runResult {
 	var r runResult
-	s.topo.in(nsCli, func() error {
+	s.topo.In(nsCli, func() error {
 		r = runCombined(s.ctx, limit+5*time.Second, c.argv(s, host, port, ca, op, local, remote, limit)...)
 		return nil
 	})
@@ -242,7 +242,7 @@ func (s *suite) setupH(h *hEnv) error {
 	if h.proxyCert, h.proxyKey, err = h.pki.Issue("proxy", pxyWanIP); err != nil {
 		return err
 	}
-	err = s.topo.in(nsSrv, func() error {
+	err = s.topo.In(nsSrv, func() error {
 		var err error
 		h.tlsSrv, err = peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, srvIP, ftpsPort,
 			peers.PassivePorts(ftpsPasvLo, ftpsPasvHi),
@@ -292,16 +292,16 @@ func (s *suite) caseHEdge(h *hEnv) {
 			"--resolve", fmt.Sprintf("%s:%d:%s", ftpsServerName, ftpsPort, srvIP),
 			"-o", local, ftpURL(ftpsServerName, ftpsPort, "down.bin")}
 		var r runResult
-		s.topo.in(nsPxy, func() error { r = runCombined(s.ctx, 15*time.Second, argv...); return nil })
+		s.topo.In(nsPxy, func() error { r = runCombined(s.ctx, 15*time.Second, argv...); return nil })
 		if r.err != nil {
 			return r.failure("FTPS straight to the server failed")
 		}
 		return peers.SameContent(local, s.down.Size, s.down.Sum)
 	})
 
-	if err := s.topo.nft(s.ctx, nsPxy, edgeRules()); err != nil {
+	if err := s.topo.Nft(s.ctx, nsPxy, edgeRules()); err != nil {
 		note := tryModprobe(s.ctx)
-		if err := s.topo.nft(s.ctx, nsPxy, edgeRules()); err != nil {
+		if err := s.topo.Nft(s.ctx, nsPxy, edgeRules()); err != nil {
 			// The router's NAT loaded in setup, so it is the helper the
 			// kernel lacks.
 			reason := fmt.Sprintf("the kernel has no FTP conntrack helper: nft refused the edge ruleset (%s); %s; %s",
@@ -316,7 +316,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 			return nil
 		}
 		restored = true
-		return errors.Join(s.topo.nft(s.ctx, nsPxy, ""), s.setForward(false))
+		return errors.Join(s.topo.Nft(s.ctx, nsPxy, ""), s.setForward(false))
 	}
 	defer restore()
 	if err := s.setForward(true); err != nil {
@@ -324,7 +324,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 		return
 	}
 	fmt.Printf("nat: edge (%s): DNAT %s:%d -> %s:%d with the kernel FTP helper, masquerade onto the server net\n",
-		s.topo.name(nsPxy), pxyWanIP, ftpsPort, srvIP, ftpsPort)
+		s.topo.Name(nsPxy), pxyWanIP, ftpsPort, srvIP, ftpsPort)
 
 	// Plain FTP through the edge: the helper rewrites the server's 227
 	// and lets the data connection in.
@@ -395,7 +395,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 			return err
 		}
 		// The proxy's namespace is back to forwarding nothing.
-		return s.topo.in(nsCli, func() error {
+		return s.topo.In(nsCli, func() error {
 			for _, addr := range []string{net.JoinHostPort(pxyWanIP, strconv.Itoa(ftpsPort)), net.JoinHostPort(srvIP, strconv.Itoa(ftpsPort))} {
 				d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(cliIP)}}
 				if c, err := d.Dial("tcp", addr); err == nil {

@@ -95,7 +95,7 @@ func (tl *tally) skip(name, reason string) {
 
 type suite struct {
 	ctx    context.Context
-	topo   *topo
+	topo   *peers.Topology
 	tl     *tally
 	work   string
 	peers  string
@@ -122,8 +122,8 @@ func TestNAT(t *testing.T) {
 	if prefix == "" {
 		prefix = fmt.Sprintf("ftpnat-%d", os.Getpid())
 	}
-	s := &suite{ctx: ctx, topo: &topo{prefix: prefix}, tl: tl}
-	defer s.topo.destroy()
+	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	if err := s.setup(); err != nil {
 		tl.report("setup", 0, err)
@@ -181,10 +181,10 @@ func (s *suite) setup() error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
-	if err := s.topo.build(s.ctx); err != nil {
+	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
-	if err := s.topo.nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
+	if err := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
 		return fmt.Errorf("the kernel refused the router's nftables NAT (masquerade): %w", err)
 	}
 	s.work = *flagWork
@@ -198,12 +198,12 @@ func (s *suite) setup() error {
 	if err := os.Chmod(s.work, 0o755); err != nil {
 		return err
 	}
-	fmt.Printf("nat: namespaces %s-{cli,rtr,pxy,srv,in}, work directory %s\n", s.topo.prefix, s.work)
+	fmt.Printf("nat: namespaces %s-{cli,rtr,pxy,srv,in}, work directory %s\n", s.topo.Prefix, s.work)
 	fmt.Printf("nat: kernel: %s\n", kernelNotes())
 
 	start := func(host string, port, lo, hi int) (*peers.Server, error) {
 		var srv *peers.Server
-		err := s.topo.in(nsSrv, func() error {
+		err := s.topo.In(nsSrv, func() error {
 			var err error
 			srv, err = peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, port, peers.PassivePorts(lo, hi))
 			return err
@@ -263,7 +263,7 @@ func (s *suite) makeLegacy() error {
 	var last string
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		err := s.topo.in(nsPxy, func() error {
+		err := s.topo.In(nsPxy, func() error {
 			c, err := dialFTP(s.legacy.Addr(), pxySrvIP)
 			if err != nil {
 				return err
@@ -324,7 +324,7 @@ func (s *suite) startProxy(name, upstream, ports string, extra ...string) (*prox
 		Args:         append(args, extra...),
 	}
 	var px *peers.Proxy
-	err := s.topo.in(nsPxy, func() error {
+	err := s.topo.In(nsPxy, func() error {
 		var err error
 		px, err = peers.StartProxy(s.ctx, cfg)
 		return err
@@ -352,7 +352,7 @@ func (p *proxyRun) withLog(err error) error {
 // health reads the proxy's health endpoint from its namespace.
 func (s *suite) health() (string, error) {
 	var body string
-	err := s.topo.in(nsPxy, func() error {
+	err := s.topo.In(nsPxy, func() error {
 		c, err := net.DialTimeout("tcp", healthAddr, 3*time.Second)
 		if err != nil {
 			return err
@@ -441,7 +441,7 @@ func (s *suite) roundTrip(ep endpoint, d drv, srv *peers.Server, tag string) err
 	local := filepath.Join(s.work, safe(tag)+".down")
 	ctx, cancel := context.WithTimeout(s.ctx, opLimit)
 	defer cancel()
-	if err := s.topo.in(ep.ns, func() error { return c.Put(ctx, tg, s.up.Path, remote, 0) }); err != nil {
+	if err := s.topo.In(ep.ns, func() error { return c.Put(ctx, tg, s.up.Path, remote, 0) }); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	if err := peers.SameContent(srv.Path(remote), s.up.Size, s.up.Sum); err != nil {
@@ -450,7 +450,7 @@ func (s *suite) roundTrip(ep endpoint, d drv, srv *peers.Server, tag string) err
 	os.Remove(srv.Path(remote))
 	ctx2, cancel2 := context.WithTimeout(s.ctx, opLimit)
 	defer cancel2()
-	if err := s.topo.in(ep.ns, func() error { return c.Get(ctx2, tg, "down.bin", local, 0) }); err != nil {
+	if err := s.topo.In(ep.ns, func() error { return c.Get(ctx2, tg, "down.bin", local, 0) }); err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
 	if err := peers.SameContent(local, s.down.Size, s.down.Sum); err != nil {
@@ -472,7 +472,7 @@ func (s *suite) roundTrips(prefix string, px *proxyRun, ep endpoint, srv *peers.
 // run.
 func (s *suite) curlList(ep endpoint, mode string) runResult {
 	var r runResult
-	s.topo.in(ep.ns, func() error {
+	s.topo.In(ep.ns, func() error {
 		r = runCombined(s.ctx, opLimit, curlArgs(ep.host, proxyPort, ep.source, mode, "--list-only", ftpURL(ep.host, proxyPort, ""))...)
 		return nil
 	})
@@ -512,12 +512,12 @@ func (s *suite) caseTopology() {
 			{nsIn, inIP, net.JoinHostPort(pxyWanIP, strconv.Itoa(proxyPort))},
 		}
 		for _, p := range probes {
-			err := s.topo.in(p.ns, func() error {
+			err := s.topo.In(p.ns, func() error {
 				d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(p.source)}}
 				c, err := d.Dial("tcp", p.addr)
 				if err == nil {
 					c.Close()
-					return fmt.Errorf("%s reached %s from %s: the topology lets clients bypass the proxy", p.source, p.addr, s.topo.name(p.ns))
+					return fmt.Errorf("%s reached %s from %s: the topology lets clients bypass the proxy", p.source, p.addr, s.topo.Name(p.ns))
 				}
 				return nil
 			})
@@ -572,13 +572,13 @@ func (s *suite) caseB() {
 			names = append(names, "b/nat-helper-active/upstream-"+m+"/"+d.String())
 		}
 	}
-	if err := s.topo.nft(s.ctx, nsRtr, routerRules(true, proxyPort)); err != nil {
+	if err := s.topo.Nft(s.ctx, nsRtr, routerRules(true, proxyPort)); err != nil {
 		note := tryModprobe(s.ctx)
-		err2 := s.topo.nft(s.ctx, nsRtr, routerRules(true, proxyPort))
+		err2 := s.topo.Nft(s.ctx, nsRtr, routerRules(true, proxyPort))
 		if err2 != nil {
 			// The same ruleset without the helper loads (setup loaded
 			// it), so it is the helper the kernel lacks.
-			if err3 := s.topo.nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err3 != nil {
+			if err3 := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err3 != nil {
 				s.tl.report("b/nat-helper", 0, fmt.Errorf("nftables refused the helper ruleset and then the plain one: %v / %v", err2, err3))
 				return
 			}
@@ -592,7 +592,7 @@ func (s *suite) caseB() {
 	}
 	fmt.Println("nat: router: masquerade with the kernel FTP helper on port", proxyPort)
 	defer func() {
-		if err := s.topo.nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
+		if err := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
 			s.tl.report("b/restore-plain-nat", 0, err)
 		}
 	}()
@@ -656,7 +656,7 @@ func (s *suite) caseC() {
 		s.tl.run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			var r runResult
-			s.topo.in(nsCli, func() error {
+			s.topo.In(nsCli, func() error {
 				r = runCombined(s.ctx, opLimit, curlArgs(pxyWanIP, proxyPort, cliIP, mode, "-o", local, ftpURL(pxyWanIP, proxyPort, "down.bin"))...)
 				return nil
 			})
@@ -676,7 +676,7 @@ func (s *suite) caseC() {
 			"get down.bin -o " + local,
 		}, "; ")
 		var r runResult
-		s.topo.in(nsCli, func() error {
+		s.topo.In(nsCli, func() error {
 			r = runCombined(s.ctx, opLimit, "lftp", "-c", script) // its error message, as a user sees it
 			return nil
 		})
@@ -687,7 +687,7 @@ func (s *suite) caseC() {
 		s.tl.run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			var r runResult
-			s.topo.in(nsCli, func() error {
+			s.topo.In(nsCli, func() error {
 				r = runCombined(s.ctx, opLimit, "python3", s.script, "--host", pxyWanIP, "--port", strconv.Itoa(proxyPort),
 					"--user", peers.User, "--password", peers.Password, "--source", cliIP, "--mode", mode, "--timeout", "30",
 					"get", "down.bin", local)
@@ -777,7 +777,7 @@ func (s *suite) caseD() {
 	// told so promptly rather than wait for the server's own data timeout.
 	local := filepath.Join(s.work, "d-reply.down")
 	var r runResult
-	s.topo.in(nsCli, func() error {
+	s.topo.In(nsCli, func() error {
 		argv := curlArgs(pxyWanIP, proxyPort, cliIP, "pasv", "-o", local, ftpURL(pxyWanIP, proxyPort, "down.bin"))
 		argv[slices.Index(argv, "--max-time")+1] = strconv.Itoa(int(flagReplyWait.Seconds()))
 		r = runCombined(s.ctx, *flagReplyWait+10*time.Second, argv...)
@@ -911,7 +911,7 @@ func (s *suite) caseG() {
 		}
 	}()
 	ok := s.tl.run("g/four-ports/exhausted-gives-425", func() error {
-		return px.withLog(s.topo.in(nsCli, func() error {
+		return px.withLog(s.topo.In(nsCli, func() error {
 			for i := range smallSize {
 				h, err := dialFTP(ctrl, cliIP)
 				if err != nil {
@@ -990,7 +990,7 @@ func (s *suite) caseG() {
 				results[i].attempts++
 				os.Remove(local)
 				var r runResult
-				s.topo.in(ep.ns, func() error {
+				s.topo.In(ep.ns, func() error {
 					switch kind {
 					case "ftplib-pasv":
 						r = runCombined(s.ctx, opLimit, "python3", s.script, "--host", ep.host, "--port", strconv.Itoa(proxyPort),
@@ -1045,7 +1045,7 @@ func (s *suite) caseG() {
 		if err != nil {
 			return err
 		}
-		return px.withLog(s.topo.in(nsCli, func() error {
+		return px.withLog(s.topo.In(nsCli, func() error {
 			sum, size, err := h.retrOver(data, cliIP, "down.bin")
 			if err != nil {
 				return err

@@ -6,9 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ftpproxy/ftpproxy/interop/peers"
@@ -54,149 +52,40 @@ const (
 	nsIn  = "in"
 )
 
-// topo is the set of namespaces of one run.
-type topo struct {
-	prefix  string
-	created []string // full names, in creation order
-}
-
-// name returns the full namespace name of a role.
-func (tp *topo) name(role string) string { return tp.prefix + "-" + role }
-
-// ip runs the ip tool with a bounded time.
-func ip(ctx context.Context, args ...string) error {
-	_, err := peers.RunTool(ctx, 20*time.Second, append([]string{"ip"}, args...)...)
-	return err
-}
-
-// build creates the namespaces, links, addresses, routes and sysctls. The
-// error says which step the kernel refused.
-func (tp *topo) build(ctx context.Context) error {
-	for _, role := range []string{nsCli, nsRtr, nsPxy, nsSrv, nsIn} {
-		n := tp.name(role)
-		if err := ip(ctx, "netns", "add", n); err != nil {
-			return fmt.Errorf("the kernel refused a network namespace: %w", err)
-		}
-		tp.created = append(tp.created, n)
-		if err := ip(ctx, "-n", n, "link", "set", "lo", "up"); err != nil {
-			return err
-		}
+// newTopo describes the topology of one run.
+func newTopo(prefix string) *peers.Topology {
+	return &peers.Topology{
+		Prefix: prefix,
+		Roles:  []string{nsCli, nsRtr, nsPxy, nsSrv, nsIn},
+		Links: []peers.Link{
+			{Role: nsRtr, Dev: "lan0", PeerRole: nsCli, PeerDev: "eth0"},
+			{Role: nsRtr, Dev: "wan0", PeerRole: nsPxy, PeerDev: "wan0"},
+			{Role: nsPxy, Dev: "srv0", PeerRole: nsSrv, PeerDev: "eth0"},
+			{Role: nsPxy, Dev: "in0", PeerRole: nsIn, PeerDev: "eth0"},
+		},
+		Addrs: []peers.Addr{
+			{Role: nsCli, Dev: "eth0", CIDR: cliIP + "/24"},
+			{Role: nsRtr, Dev: "lan0", CIDR: rtrLanIP + "/24"},
+			{Role: nsRtr, Dev: "wan0", CIDR: rtrWanIP + "/24"},
+			{Role: nsPxy, Dev: "wan0", CIDR: pxyWanIP + "/24"},
+			{Role: nsPxy, Dev: "srv0", CIDR: pxySrvIP + "/24"},
+			{Role: nsPxy, Dev: "srv0", CIDR: pxySrv6 + "/64"},
+			{Role: nsPxy, Dev: "in0", CIDR: pxyInIP + "/24"},
+			{Role: nsPxy, Dev: "in0", CIDR: pxyIn6 + "/64"},
+			{Role: nsSrv, Dev: "eth0", CIDR: srvIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: srv6 + "/64"},
+			{Role: nsIn, Dev: "eth0", CIDR: inIP + "/24"},
+			{Role: nsIn, Dev: "eth0", CIDR: in6 + "/64"},
+		},
+		Routes: []peers.Route{
+			{Role: nsCli, Args: []string{"default", "via", rtrLanIP}},
+		},
+		Sysctls: []peers.Sysctl{
+			{Role: nsRtr, Key: "net/ipv4/ip_forward", Value: "1"},
+			{Role: nsPxy, Key: "net/ipv4/ip_forward", Value: "0"},
+			{Role: nsPxy, Key: "net/ipv6/conf/all/forwarding", Value: "0"},
+		},
 	}
-	links := []struct{ ns, dev, peerNS, peerDev string }{
-		{nsRtr, "lan0", nsCli, "eth0"},
-		{nsRtr, "wan0", nsPxy, "wan0"},
-		{nsPxy, "srv0", nsSrv, "eth0"},
-		{nsPxy, "in0", nsIn, "eth0"},
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "add", l.dev, "type", "veth", "peer", "name", l.peerDev, "netns", tp.name(l.peerNS)); err != nil {
-			return fmt.Errorf("the kernel refused a veth pair: %w", err)
-		}
-	}
-	addrs := []struct{ ns, dev, cidr string }{
-		{nsCli, "eth0", cliIP + "/24"},
-		{nsRtr, "lan0", rtrLanIP + "/24"},
-		{nsRtr, "wan0", rtrWanIP + "/24"},
-		{nsPxy, "wan0", pxyWanIP + "/24"},
-		{nsPxy, "srv0", pxySrvIP + "/24"},
-		{nsPxy, "srv0", pxySrv6 + "/64"},
-		{nsPxy, "in0", pxyInIP + "/24"},
-		{nsPxy, "in0", pxyIn6 + "/64"},
-		{nsSrv, "eth0", srvIP + "/24"},
-		{nsSrv, "eth0", srv6 + "/64"},
-		{nsIn, "eth0", inIP + "/24"},
-		{nsIn, "eth0", in6 + "/64"},
-	}
-	for _, a := range addrs {
-		args := []string{"-n", tp.name(a.ns), "addr", "add", a.cidr, "dev", a.dev}
-		if strings.Contains(a.cidr, ":") {
-			args = append(args, "nodad") // usable at once, no duplicate address detection wait
-		}
-		if err := ip(ctx, args...); err != nil {
-			return err
-		}
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "set", l.dev, "up"); err != nil {
-			return err
-		}
-		if err := ip(ctx, "-n", tp.name(l.peerNS), "link", "set", l.peerDev, "up"); err != nil {
-			return err
-		}
-	}
-	if err := ip(ctx, "-n", tp.name(nsCli), "route", "add", "default", "via", rtrLanIP); err != nil {
-		return err
-	}
-	sysctls := []struct{ ns, key, val string }{
-		{nsRtr, "net/ipv4/ip_forward", "1"},
-		{nsPxy, "net/ipv4/ip_forward", "0"},
-		{nsPxy, "net/ipv6/conf/all/forwarding", "0"},
-	}
-	for _, s := range sysctls {
-		err := tp.in(s.ns, func() error {
-			return os.WriteFile("/proc/sys/"+s.key, []byte(s.val), 0o644)
-		})
-		if err != nil {
-			return fmt.Errorf("sysctl %s in %s: %w", s.key, s.ns, err)
-		}
-	}
-	return nil
-}
-
-// destroy removes the namespaces this run created.
-func (tp *topo) destroy() {
-	for i := len(tp.created) - 1; i >= 0; i-- {
-		ip(context.Background(), "netns", "del", tp.created[i])
-	}
-	tp.created = nil
-}
-
-// in runs fn on an OS thread of its own that has joined the role's network
-// namespace: sockets fn opens and programs it starts (which keep the
-// namespace after fn returns) live there. The thread is never handed back
-// to the Go scheduler: it ends with fn's goroutine, so no other goroutine
-// ever runs in the namespace. Goroutines fn starts run elsewhere.
-func (tp *topo) in(role string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
-		f, err := os.Open("/run/netns/" + tp.name(role))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		trap, ok := setnsTrap[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: system call number unknown on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(trap, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %v", tp.name(role), e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// setnsTrap is the setns(2) system call number per architecture; package
-// syscall names it only on some.
-var setnsTrap = map[string]uintptr{
-	"amd64": 308, "386": 346, "arm64": 268, "arm": 375, "riscv64": 268,
-	"loong64": 268, "ppc64le": 350, "ppc64": 350, "s390x": 339,
-}
-
-// nft loads a ruleset into a namespace, replacing whatever it had.
-func (tp *topo) nft(ctx context.Context, role, ruleset string) error {
-	path := fmt.Sprintf("%s/nft-%s-%d.conf", os.TempDir(), tp.name(role), time.Now().UnixNano())
-	if err := os.WriteFile(path, []byte("flush ruleset\n"+ruleset), 0o600); err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	_, err := peers.RunTool(ctx, 20*time.Second, "ip", "netns", "exec", tp.name(role), "nft", "-f", path)
-	return err
 }
 
 // The router's rulesets. Both masquerade the client LAN onto the public

@@ -94,7 +94,7 @@ func (tl *tally) report(name string, d time.Duration, err error) {
 
 type suite struct {
 	ctx   context.Context
-	topo  *topo
+	topo  *peers.Topology
 	tl    *tally
 	work  string
 	peers string
@@ -124,8 +124,8 @@ func TestProbe(t *testing.T) {
 	if prefix == "" {
 		prefix = fmt.Sprintf("ftpprobe-%d", os.Getpid())
 	}
-	s := &suite{ctx: ctx, topo: &topo{prefix: prefix}, tl: tl}
-	defer s.topo.destroy()
+	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	setupStart := time.Now()
 	if err := s.setup(); err != nil {
@@ -148,7 +148,7 @@ func TestProbe(t *testing.T) {
 			continue
 		}
 		if c.rules != rules {
-			if err := s.topo.firewall(ctx, c.rules); err != nil {
+			if err := firewall(ctx, s.topo, c.rules); err != nil {
 				tl.report(c.name, 0, fmt.Errorf("the router's firewall: %w", err))
 				continue
 			}
@@ -179,10 +179,10 @@ func (s *suite) setup() error {
 	if _, err := os.Stat(s.bin); err != nil {
 		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
-	if err := s.topo.build(s.ctx); err != nil {
+	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
-	if err := s.topo.firewall(s.ctx, openPath); err != nil {
+	if err := firewall(s.ctx, s.topo, openPath); err != nil {
 		return fmt.Errorf("the kernel refused the router's nftables ruleset: %w", err)
 	}
 	s.work = *flagWork
@@ -196,7 +196,7 @@ func (s *suite) setup() error {
 	if err := os.Chmod(s.work, 0o755); err != nil {
 		return err
 	}
-	fmt.Printf("probe: namespaces %s-{cli,lan,rtr,srv}, work directory %s\n", s.topo.prefix, s.work)
+	fmt.Printf("probe: namespaces %s-{cli,lan,rtr,srv}, work directory %s\n", s.topo.Prefix, s.work)
 
 	if s.pki, err = makePKI(filepath.Join(s.work, "pki"), ftpName, ftpIP, pureIP, proIP, natSrvIP); err != nil {
 		return err
@@ -223,7 +223,7 @@ func (s *suite) setup() error {
 	for _, sv := range servers {
 		lo, hi := portRange(sv.pasv)
 		var srv *peers.Server
-		err := s.topo.in(nsSrv, func() error {
+		err := s.topo.In(nsSrv, func() error {
 			var err error
 			srv, err = peers.StartServer(s.ctx, sv.kind, s.peers, s.work, sv.host, sv.port, append(sv.opts, peers.PassivePorts(lo, hi))...)
 			return err
@@ -278,7 +278,7 @@ func (s *suite) announceForeign(srv *peers.Server) error {
 	want := "(" + strings.ReplaceAll(foreignIP, ".", ",") + ","
 	var last string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		err := s.topo.in(nsSrv, func() error {
+		err := s.topo.In(nsSrv, func() error {
 			var err error
 			last, err = rawPASV(srv.Addr())
 			return err
@@ -338,7 +338,7 @@ const sshBanner = "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13"
 // startSSH listens on sshIP:21 and greets every connection as an SSH
 // server does, then waits up to 10 s for the client to go.
 func (s *suite) startSSH() error {
-	err := s.topo.in(nsSrv, func() error {
+	err := s.topo.In(nsSrv, func() error {
 		var err error
 		s.ssh, err = net.Listen("tcp", net.JoinHostPort(sshIP, strconv.Itoa(ftpPort)))
 		return err
@@ -376,7 +376,7 @@ func (s *suite) startProxy() error {
 		Args: []string{"--active-ports", proxyActive, "--tls-cert", s.pki.CertFile, "--tls-key", s.pki.KeyFile,
 			"--drain-timeout", "1s", "--dial-timeout", "5s", "--data-accept-timeout", "10s"},
 	}
-	return s.topo.in(nsSrv, func() error {
+	return s.topo.In(nsSrv, func() error {
 		var err error
 		s.proxy, err = peers.StartProxy(s.ctx, cfg)
 		if err != nil {
@@ -448,7 +448,7 @@ func (o output) describe() string {
 // probe runs `ftpproxy probe` in the client's namespace with ip netns exec,
 // which also gives it the namespace's hosts file.
 func (s *suite) probe(ns string, args ...string) output {
-	argv := slices.Concat([]string{"ip", "netns", "exec", s.topo.name(ns), s.bin, "probe"}, args)
+	argv := slices.Concat([]string{"ip", "netns", "exec", s.topo.Name(ns), s.bin, "probe"}, args)
 	ctx, cancel := context.WithTimeout(s.ctx, probeLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

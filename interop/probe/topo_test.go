@@ -5,12 +5,7 @@ package probe
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/ftpproxy/ftpproxy/interop/peers"
 )
@@ -63,158 +58,48 @@ const (
 	nsSrv = "srv"
 )
 
-// topo is the set of namespaces of one run.
-type topo struct {
-	prefix  string
-	created []string // full names, in creation order
-	etc     string   // /etc/netns/<prefix>-cli, if written
-}
-
-// name returns the full namespace name of a role.
-func (tp *topo) name(role string) string { return tp.prefix + "-" + role }
-
-// ip runs the ip tool with a bounded time.
-func ip(ctx context.Context, args ...string) error {
-	_, err := peers.RunTool(ctx, 20*time.Second, append([]string{"ip"}, args...)...)
-	return err
-}
-
-// build creates the namespaces, links, addresses, routes, sysctls and the
-// client's hosts file. The error says which step the kernel refused.
-func (tp *topo) build(ctx context.Context) error {
-	for _, role := range []string{nsCli, nsLan, nsRtr, nsSrv} {
-		n := tp.name(role)
-		if err := ip(ctx, "netns", "add", n); err != nil {
-			return fmt.Errorf("the kernel refused a network namespace: %w", err)
-		}
-		tp.created = append(tp.created, n)
-		if err := ip(ctx, "-n", n, "link", "set", "lo", "up"); err != nil {
-			return err
-		}
+// newTopo describes the topology of one run.
+func newTopo(prefix string) *peers.Topology {
+	return &peers.Topology{
+		Prefix: prefix,
+		Roles:  []string{nsCli, nsLan, nsRtr, nsSrv},
+		Links: []peers.Link{
+			{Role: nsRtr, Dev: "cli0", PeerRole: nsCli, PeerDev: "eth0"},
+			{Role: nsRtr, Dev: "lan0", PeerRole: nsLan, PeerDev: "eth0"},
+			{Role: nsRtr, Dev: "srv0", PeerRole: nsSrv, PeerDev: "eth0"},
+		},
+		Addrs: []peers.Addr{
+			{Role: nsCli, Dev: "eth0", CIDR: cliIP + "/24"},
+			{Role: nsLan, Dev: "eth0", CIDR: lanIP + "/24"},
+			{Role: nsRtr, Dev: "cli0", CIDR: rtrCliIP + "/24"},
+			{Role: nsRtr, Dev: "lan0", CIDR: rtrLanIP + "/24"},
+			{Role: nsRtr, Dev: "srv0", CIDR: rtrSrvIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: ftpIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: pureIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: proIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: natSrvIP + "/24"},
+			{Role: nsSrv, Dev: "eth0", CIDR: sshIP + "/24"},
+		},
+		Routes: []peers.Route{
+			{Role: nsCli, Args: []string{"default", "via", rtrCliIP}},
+			{Role: nsLan, Args: []string{"default", "via", rtrLanIP}},
+			{Role: nsSrv, Args: []string{"192.0.2.0/24", "via", rtrSrvIP}},
+		},
+		Sysctls: []peers.Sysctl{
+			{Role: nsRtr, Key: "net/ipv4/ip_forward", Value: "1"},
+		},
+		// /etc/netns/<prefix>-cli/hosts, which ip netns exec mounts over
+		// /etc/hosts for the probe.
+		Hosts: []peers.Hosts{
+			{Role: nsCli, Content: "127.0.0.1 localhost\n" + ftpIP + " " + ftpName + "\n"},
+		},
 	}
-	links := []struct{ ns, dev, peerNS, peerDev string }{
-		{nsRtr, "cli0", nsCli, "eth0"},
-		{nsRtr, "lan0", nsLan, "eth0"},
-		{nsRtr, "srv0", nsSrv, "eth0"},
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "add", l.dev, "type", "veth", "peer", "name", l.peerDev, "netns", tp.name(l.peerNS)); err != nil {
-			return fmt.Errorf("the kernel refused a veth pair: %w", err)
-		}
-	}
-	addrs := []struct{ ns, dev, cidr string }{
-		{nsCli, "eth0", cliIP + "/24"},
-		{nsLan, "eth0", lanIP + "/24"},
-		{nsRtr, "cli0", rtrCliIP + "/24"},
-		{nsRtr, "lan0", rtrLanIP + "/24"},
-		{nsRtr, "srv0", rtrSrvIP + "/24"},
-		{nsSrv, "eth0", ftpIP + "/24"},
-		{nsSrv, "eth0", pureIP + "/24"},
-		{nsSrv, "eth0", proIP + "/24"},
-		{nsSrv, "eth0", natSrvIP + "/24"},
-		{nsSrv, "eth0", sshIP + "/24"},
-	}
-	for _, a := range addrs {
-		if err := ip(ctx, "-n", tp.name(a.ns), "addr", "add", a.cidr, "dev", a.dev); err != nil {
-			return err
-		}
-	}
-	for _, l := range links {
-		if err := ip(ctx, "-n", tp.name(l.ns), "link", "set", l.dev, "up"); err != nil {
-			return err
-		}
-		if err := ip(ctx, "-n", tp.name(l.peerNS), "link", "set", l.peerDev, "up"); err != nil {
-			return err
-		}
-	}
-	routes := []struct {
-		ns   string
-		args []string
-	}{
-		{nsCli, []string{"default", "via", rtrCliIP}},
-		{nsLan, []string{"default", "via", rtrLanIP}},
-		{nsSrv, []string{"192.0.2.0/24", "via", rtrSrvIP}},
-	}
-	for _, r := range routes {
-		if err := ip(ctx, append([]string{"-n", tp.name(r.ns), "route", "add"}, r.args...)...); err != nil {
-			return err
-		}
-	}
-	err := tp.in(nsRtr, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-	})
-	if err != nil {
-		return fmt.Errorf("sysctl net.ipv4.ip_forward in %s: %w", tp.name(nsRtr), err)
-	}
-	// ip netns exec mounts the files of /etc/netns/<name> over /etc for
-	// the programs it runs.
-	tp.etc = filepath.Join("/etc/netns", tp.name(nsCli))
-	if err := os.MkdirAll(tp.etc, 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(tp.etc, "hosts"), []byte("127.0.0.1 localhost\n"+ftpIP+" "+ftpName+"\n"), 0o644)
-}
-
-// destroy removes the namespaces and the hosts file this run created.
-func (tp *topo) destroy() {
-	for i := len(tp.created) - 1; i >= 0; i-- {
-		ip(context.Background(), "netns", "del", tp.created[i])
-	}
-	tp.created = nil
-	if tp.etc != "" {
-		os.RemoveAll(tp.etc)
-		os.Remove(filepath.Dir(tp.etc)) // only if no other run has one there
-		tp.etc = ""
-	}
-}
-
-// in runs fn on an OS thread of its own that has joined the role's network
-// namespace: sockets fn opens and programs it starts (which keep the
-// namespace after fn returns) live there. The thread is never handed back
-// to the Go scheduler: it ends with fn's goroutine, so no other goroutine
-// ever runs in the namespace. Goroutines fn starts run elsewhere.
-func (tp *topo) in(role string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
-		f, err := os.Open("/run/netns/" + tp.name(role))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		trap, ok := setnsTrap[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: system call number unknown on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(trap, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %v", tp.name(role), e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// setnsTrap is the setns(2) system call number per architecture; package
-// syscall names it only on some.
-var setnsTrap = map[string]uintptr{
-	"amd64": 308, "386": 346, "arm64": 268, "arm": 375, "riscv64": 268,
-	"loong64": 268, "ppc64le": 350, "ppc64": 350, "s390x": 339,
 }
 
 // firewall loads the router's ruleset with the case's rules, replacing
 // whatever it had.
-func (tp *topo) firewall(ctx context.Context, rules string) error {
-	path := fmt.Sprintf("%s/nft-%s-%d.conf", os.TempDir(), tp.name(nsRtr), time.Now().UnixNano())
-	if err := os.WriteFile(path, []byte("flush ruleset\n"+routerRules(rules)), 0o600); err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	_, err := peers.RunTool(ctx, 20*time.Second, "ip", "netns", "exec", tp.name(nsRtr), "nft", "-f", path)
-	return err
+func firewall(ctx context.Context, tp *peers.Topology, rules string) error {
+	return tp.Nft(ctx, nsRtr, routerRules(rules))
 }
 
 // routerRules is the router's ruleset. The client net reaches the server
