@@ -195,21 +195,67 @@ func (e *env) fresh(px *proxyProc, srv *peers.Server, src string) error {
 	return nil
 }
 
-// stock puts the source files into a server's root.
+// stock puts the test files made for this run into the server's root.
 func (e *env) stock(srv *peers.Server) error {
 	for _, f := range []peers.File{e.big, e.one} {
-		dst := srv.Path(f.Name)
-		if err := os.Link(f.Path, dst); err != nil {
-			b, rerr := os.ReadFile(f.Path)
-			if rerr != nil {
-				return rerr
-			}
-			if err := os.WriteFile(dst, b, 0o644); err != nil {
-				return err
-			}
+		if f.Path == "" {
+			continue
+		}
+		if err := stockFile(srv, f); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// newEnv prepares a run of cases: its work directory, the 1 MiB test
+// file (and the 64 MiB one with big), vsftpd and, with proftpd, proftpd,
+// each stocked with the files and stopped when t ends.
+func newEnv(t *testing.T, prefix string, big, proftpd bool) *env {
+	ctx := context.Background()
+	proxyGOGC = *flagGOGC
+	e := &env{t: t, work: newWork(t, prefix)}
+	if *flagCases != "" {
+		e.filter = regexp.MustCompile(*flagCases)
+	}
+	var err error
+	if big {
+		if e.big, err = peers.WriteRandom(filepath.Join(e.work, "big.bin"), 64<<20, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.one, err = peers.WriteRandom(filepath.Join(e.work, "one.bin"), 1<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	if e.vs, err = startVsftpd(ctx, e.work); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.vs.Stop() }) // e.vs as it is then: a case may restart it
+	if err := e.stock(e.vs); err != nil {
+		t.Fatal(err)
+	}
+	if proftpd {
+		if e.pro, err = startProftpd(ctx, e.work); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.pro.Stop() })
+		if err := e.stock(e.pro); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// report prints the run's count line; a failed run fails t and keeps its
+// work directory.
+func (e *env) report() {
+	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
+	if e.failed > 0 {
+		fmt.Printf("work directory kept: %s\n", e.work)
+		e.t.Fail()
+	} else if !*flagKeep && *flagWork == "" {
+		e.t.Cleanup(func() { os.RemoveAll(e.work) })
+	}
 }
 
 func startVsftpd(ctx context.Context, work string) (*peers.Server, error) {
@@ -249,31 +295,8 @@ func newWork(t *testing.T, prefix string) string {
 
 func TestFaults(t *testing.T) {
 	ctx := context.Background()
-	proxyGOGC = *flagGOGC
-	e := &env{t: t, work: newWork(t, "ftpproxy-faults-")}
-	if *flagCases != "" {
-		e.filter = regexp.MustCompile(*flagCases)
-	}
+	e := newEnv(t, "ftpproxy-faults-", true, true)
 	var err error
-	if e.big, err = peers.WriteRandom(filepath.Join(e.work, "big.bin"), 64<<20, 64); err != nil {
-		t.Fatal(err)
-	}
-	if e.one, err = peers.WriteRandom(filepath.Join(e.work, "one.bin"), 1<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	if e.vs, err = startVsftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.vs.Stop() }()
-	if e.pro, err = startProftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.pro.Stop() }()
-	for _, s := range []*peers.Server{e.vs, e.pro} {
-		if err := e.stock(s); err != nil {
-			t.Fatal(err)
-		}
-	}
 	common := []string{"--log-level", "debug", "--data-accept-timeout", "3s", "--dial-timeout", "5s"}
 	if e.pxVs, err = startProxy(ctx, "vsftpd", e.work, mainListen, mainHealth, e.vs.Addr(), mainPassive, common...); err != nil {
 		t.Fatal(err)
@@ -327,14 +350,7 @@ func TestFaults(t *testing.T) {
 	e.drainFinishes()
 	e.drainTimeout()
 	e.drainSecondSignal()
-
-	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
-	if e.failed > 0 {
-		fmt.Printf("work directory kept: %s\n", e.work)
-		t.Fail()
-	} else if !*flagKeep && *flagWork == "" {
-		defer os.RemoveAll(e.work)
-	}
+	e.report()
 }
 
 func (e *env) uploadName(prefix string) string {

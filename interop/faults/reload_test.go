@@ -50,31 +50,9 @@ const (
 // TestReload runs the reload case on its own against vsftpd:
 // run.sh -test.run '^TestReload$'.
 func TestReload(t *testing.T) {
-	ctx := context.Background()
-	proxyGOGC = *flagGOGC
-	e := &env{t: t, work: newWork(t, "ftpproxy-reload-")}
-	if *flagCases != "" {
-		e.filter = regexp.MustCompile(*flagCases)
-	}
-	var err error
-	if e.one, err = peers.WriteRandom(filepath.Join(e.work, "one.bin"), 1<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	if e.vs, err = startVsftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.vs.Stop() }()
-	if err := stockFile(e.vs, e.one); err != nil {
-		t.Fatal(err)
-	}
+	e := newEnv(t, "ftpproxy-reload-", false, false)
 	e.configReload()
-	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
-	if e.failed > 0 {
-		fmt.Printf("work directory kept: %s\n", e.work)
-		t.Fail()
-	} else if !*flagKeep && *flagWork == "" {
-		defer os.RemoveAll(e.work)
-	}
+	e.report()
 }
 
 // stockFile puts f into the server's root, linked or copied.

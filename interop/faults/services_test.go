@@ -39,37 +39,9 @@ var poolServerPasv = map[int][2]int{poolPortA: {25700, 25749}, poolPortB: {25750
 // TestServices runs the services cases on their own:
 // run.sh -test.run '^TestServices$'.
 func TestServices(t *testing.T) {
-	ctx := context.Background()
-	proxyGOGC = *flagGOGC
-	e := &env{t: t, work: newWork(t, "ftpproxy-services-")}
-	if *flagCases != "" {
-		e.filter = regexp.MustCompile(*flagCases)
-	}
-	var err error
-	if e.one, err = peers.WriteRandom(filepath.Join(e.work, "one.bin"), 1<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	if e.vs, err = startVsftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.vs.Stop() }()
-	if e.pro, err = startProftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.pro.Stop() }()
-	for _, s := range []*peers.Server{e.vs, e.pro} {
-		if err := stockFile(s, e.one); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := newEnv(t, "ftpproxy-services-", false, true)
 	e.services()
-	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
-	if e.failed > 0 {
-		fmt.Printf("work directory kept: %s\n", e.work)
-		t.Fail()
-	} else if !*flagKeep && *flagWork == "" {
-		defer os.RemoveAll(e.work)
-	}
+	e.report()
 }
 
 // servicesRun is the state of the services cases.

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,36 +47,9 @@ const (
 // TestUpgrade runs the upgrade case on its own against vsftpd:
 // run.sh -test.run '^TestUpgrade$'.
 func TestUpgrade(t *testing.T) {
-	ctx := context.Background()
-	proxyGOGC = *flagGOGC
-	e := &env{t: t, work: newWork(t, "ftpproxy-upgrade-")}
-	if *flagCases != "" {
-		e.filter = regexp.MustCompile(*flagCases)
-	}
-	var err error
-	if e.big, err = peers.WriteRandom(filepath.Join(e.work, "big.bin"), 64<<20, 64); err != nil {
-		t.Fatal(err)
-	}
-	if e.one, err = peers.WriteRandom(filepath.Join(e.work, "one.bin"), 1<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	if e.vs, err = startVsftpd(ctx, e.work); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { e.vs.Stop() }()
-	if err := e.stock(e.vs); err != nil {
-		t.Fatal(err)
-	}
-
+	e := newEnv(t, "ftpproxy-upgrade-", true, false)
 	e.upgradeInPlace()
-
-	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
-	if e.failed > 0 {
-		fmt.Printf("work directory kept: %s\n", e.work)
-		t.Fail()
-	} else if !*flagKeep && *flagWork == "" {
-		defer os.RemoveAll(e.work)
-	}
+	e.report()
 }
 
 // upgradeInPlace: the proxy runs from a copy of its binary in the work
