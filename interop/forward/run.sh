@@ -39,42 +39,15 @@ go build -o "$bindir/ftpproxy" ./cmd/ftpproxy
 go test -c -tags interop -o "$bindir/forward.test" ./interop/forward
 
 prefix="ftpfwd-$$"
-testpid=""
-cleanup() {
-  local ns pid
-  if [ -n "$testpid" ]; then
-    kill -9 "$testpid" 2>/dev/null || true
-  fi
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do
-    # Only processes of this run live in its namespaces.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do
-      kill -9 "$pid" 2>/dev/null || true
-    done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "/etc/netns/$prefix-pxy"
-  rmdir /etc/netns 2>/dev/null || true
-  # vsftpd's PAM service files of a test binary that was killed.
-  if [ -n "$testpid" ]; then
-    rm -f /etc/pam.d/ftpproxy-interop-"$testpid"-* 2>/dev/null || true
-  fi
-  rm -rf "$bindir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+suite=forward
+hostsdir="/etc/netns/$prefix-pxy"
+# shellcheck source=interop/netns-suite.sh
+. "$root/interop/netns-suite.sh"
 
 cd "$here"
-start=$(date +%s)
-set +e
-"$bindir/forward.test" -test.v -test.timeout 4m -test.run '^TestForward$' \
+netns_run "$bindir/forward.test" -test.v -test.timeout 4m -test.run '^TestForward$' \
   -prefix "$prefix" \
   -ftpproxy "$bindir/ftpproxy" \
   -peers "$root/interop/.peers" \
   -ftplib "$root/interop/clients/ftplib_client.py" \
-  "$@" &
-testpid=$!
-wait "$testpid"
-rc=$?
-set -e
-echo "forward: run.sh took $(( $(date +%s) - start ))s, exit status $rc"
-exit "$rc"
+  "$@"

@@ -34,39 +34,14 @@ go build -o bin/ftpproxy ./cmd/ftpproxy
 go test -c -tags interop -o bin/nat.test ./interop/nat
 
 prefix="ftpnat-$$"
-testpid=""
-cleanup() {
-  local ns pid
-  if [ -n "$testpid" ]; then
-    kill -9 "$testpid" 2>/dev/null || true
-  fi
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do
-    # Only processes of this run live in its namespaces.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do
-      kill -9 "$pid" 2>/dev/null || true
-    done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  # vsftpd's PAM service files of a test binary that was killed.
-  if [ -n "$testpid" ]; then
-    rm -f /etc/pam.d/ftpproxy-interop-"$testpid"-* 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+suite=nat
+# shellcheck source=interop/netns-suite.sh
+. "$root/interop/netns-suite.sh"
 
 cd "$here"
-start=$(date +%s)
-set +e
-"$root/bin/nat.test" -test.v -test.timeout 5m30s -test.run '^TestNAT$' \
+netns_run "$root/bin/nat.test" -test.v -test.timeout 5m30s -test.run '^TestNAT$' \
   -prefix "$prefix" \
   -ftpproxy "$root/bin/ftpproxy" \
   -peers "$root/interop/.peers" \
   -ftplib "$root/interop/clients/ftplib_client.py" \
-  "$@" &
-testpid=$!
-wait "$testpid"
-rc=$?
-set -e
-echo "nat: run.sh took $(( $(date +%s) - start ))s, exit status $rc"
-exit "$rc"
+  "$@"

@@ -216,11 +216,38 @@ func (s *Server) Stop() {
 		// one per client) are ended too.
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		s.cmd = nil
+		// And those that left the group: a vsftpd session with TLS makes
+		// itself a session leader, and outlived the server's group.
+		killWithArgUnder(s.Dir)
 	}
 	for i := len(s.cleanup) - 1; i >= 0; i-- {
 		s.cleanup[i]()
 	}
 	s.cleanup = nil
+}
+
+// killWithArgUnder sends SIGKILL to every process with an argument in
+// dir: the server's own configuration lives there, so only its processes
+// (forked, they keep its command line) have one.
+func killWithArgUnder(dir string) {
+	if dir == "" {
+		return
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if strings.HasPrefix(arg, dir+string(filepath.Separator)) {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				break
+			}
+		}
+	}
 }
 
 // Path maps a path as the FTP user sees it to the file on disk.

@@ -34,40 +34,14 @@ go build -o bin/ftpproxy ./cmd/ftpproxy
 go test -c -tags interop -o bin/probe.test ./interop/probe
 
 prefix="ftpprobe-$$"
-testpid=""
-cleanup() {
-  local ns pid
-  if [ -n "$testpid" ]; then
-    kill -9 "$testpid" 2>/dev/null || true
-  fi
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do
-    # Only processes of this run live in its namespaces.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do
-      kill -9 "$pid" 2>/dev/null || true
-    done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "/etc/netns/$prefix-cli"
-  rmdir /etc/netns 2>/dev/null || true
-  # vsftpd's PAM service files of a test binary that was killed.
-  if [ -n "$testpid" ]; then
-    rm -f /etc/pam.d/ftpproxy-interop-"$testpid"-* 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+suite=probe
+hostsdir="/etc/netns/$prefix-cli"
+# shellcheck source=interop/netns-suite.sh
+. "$root/interop/netns-suite.sh"
 
 cd "$here"
-start=$(date +%s)
-set +e
-"$root/bin/probe.test" -test.v -test.timeout 3m -test.run '^TestProbe$' \
+netns_run "$root/bin/probe.test" -test.v -test.timeout 3m -test.run '^TestProbe$' \
   -prefix "$prefix" \
   -ftpproxy "$root/bin/ftpproxy" \
   -peers "$root/interop/.peers" \
-  "$@" &
-testpid=$!
-wait "$testpid"
-rc=$?
-set -e
-echo "probe: run.sh took $(( $(date +%s) - start ))s, exit status $rc"
-exit "$rc"
+  "$@"
