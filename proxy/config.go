@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ftpproxy/ftpproxy/kernelpath"
 	"github.com/ftpproxy/ftpproxy/nat"
 )
 
@@ -30,6 +31,11 @@ type Config struct {
 	// Advertiser picks the address announced in 227 replies. The zero value
 	// announces the local address the client's control connection reached.
 	Advertiser nat.Advertiser
+
+	// KernelPath, if set, carries plain passive transfers in the kernel
+	// (nftables DNAT, watched with conntrack) instead of the splice
+	// relay; a transfer it cannot carry is relayed as without it.
+	KernelPath *kernelpath.Path
 
 	// PassivePorts, if non-nil, is the range passive data listeners are
 	// bound in. If nil, the kernel picks a free port.

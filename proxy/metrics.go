@@ -33,6 +33,7 @@ type Metrics struct {
 	upConnect    prometheus.Observer
 	upErrors     map[string]prometheus.Counter // by reason
 	dataFailures map[string]prometheus.Counter // by reason
+	dataPaths    map[string]prometheus.Counter // by path
 	handshakes   map[string][2]prometheus.Counter
 	dataResumed  map[string]prometheus.Counter // by side
 	state        *scrapeCollector              // read at each scrape
@@ -217,6 +218,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"reason")
 	m.upErrors = byValue(upErrors, upErrorValues)
 
+	dataPaths := counterVec("data_path_total",
+		"Passive transfers with the kernel data path on, by the path that carried them: kernel, or the splice relay and why (splice_tls, splice_active, splice_family, splice_proxy_header, splice_add_failed, splice_not_redirected).",
+		"path")
+	m.dataPaths = byValue(dataPaths, dataPathValues)
+
 	dataFailures := counterVec("data_connection_failures_total",
 		"Data connections that could not be opened, or that were turned away, by reason: accept_timeout, foreign_peer_refused, bad_proxy_header, no_passive_port, no_active_port, listen_failed, dial_failed, tls_handshake, not_resumed.",
 		"reason")
@@ -361,6 +367,14 @@ func (m *Metrics) dataTLS(side string, tc *tls.Conn, err error, aborted bool) {
 	if err == nil && tc.ConnectionState().DidResume {
 		m.dataResumed[side].Inc()
 	}
+}
+
+// dataPath counts a passive transfer by the path that carries it.
+func (m *Metrics) dataPath(path string) {
+	if m == nil {
+		return
+	}
+	m.dataPaths[path].Inc()
 }
 
 // dataFailure counts a data connection turned away or not opened.

@@ -528,6 +528,11 @@ func (s *session) transferDone(t *transfer) {
 	if t.upTLSConf != nil {
 		ev = ev.Bool("upstream_tls", true).Bool("upstream_resumed", t.upTLSResumed)
 	}
+	if t.kernel.Load() {
+		// The kernel carried the data: its counts are conntrack's, the
+		// payload of the packets as the kernel saw them.
+		ev = ev.Str("data_path", "kernel").Str("counted_by", "conntrack")
+	}
 	ev.Str("mode", t.clientMode()).
 		Str("upstream_mode", t.upstreamMode()).
 		Str("cmd", t.verb).

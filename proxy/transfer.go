@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ftpproxy/ftpproxy/kernelpath"
 	"github.com/ftpproxy/ftpproxy/nat"
 )
 
@@ -82,6 +83,11 @@ type transfer struct {
 	// client and resumes the upstream control session.
 	upTLSConf    *tls.Config
 	upTLSResumed bool
+
+	// kflow, if set, is the kernel's redirect that carries the transfer
+	// instead of the relay; kernel records that it did.
+	kflow  *kernelpath.Flow
+	kernel atomic.Bool
 
 	// Owned by the session loop.
 	claimed  bool
@@ -221,7 +227,14 @@ func (t *transfer) run() {
 		t.report(t)
 	}()
 	var client, upstream *net.TCPConn
-	if t.client.listening() {
+	if t.kflow != nil {
+		// The kernel carries the data; it hands back a connection only
+		// if the client's reached the proxy without being redirected.
+		if client = t.runKernel(); client == nil {
+			return
+		}
+	}
+	if client == nil && t.client.listening() {
 		if client, t.err = t.accept(&t.client); t.err != nil {
 			return
 		}
@@ -294,6 +307,15 @@ func (t *transfer) resetUpstreamData() {
 // section 4.1.3): how far it has got, in bytes the receiving peer has
 // acknowledged.
 func (t *transfer) status() string {
+	if t.kernel.Load() {
+		snap, _ := t.kflow.Snapshot()
+		orig, reply := snap.Payload()
+		n := reply
+		if direction(t.dir.Load()) == dirUp {
+			n = orig
+		}
+		return fmt.Sprintf("213 Status: %s in progress, about %d bytes carried by the kernel.", t.verb, n)
+	}
 	t.mu.Lock()
 	dst := t.clientConn
 	if direction(t.dir.Load()) == dirUp {

@@ -42,6 +42,12 @@ type options struct {
 	logLevel                                        zerolog.Level
 	drainTimeout                                    time.Duration
 
+	// The data path (process-wide): "splice" or "kernel", and the
+	// kernel path's nftables table and forward guard.
+	dataPath    string
+	kernelTable string
+	kernelGuard bool
+
 	dialTimeout, greetingTimeout, idleTimeout, dataTimeout time.Duration
 
 	// FTPS towards clients.
@@ -156,6 +162,9 @@ func parseScope(args []string, out io.Writer, sc *scope) (_ *options, retErr err
 	fs.DurationVar(&o.banTime, "ban-time", 15*time.Minute, "how long a banned address is refused")
 	fs.DurationVar(&o.loginTimeout, "login-timeout", 2*time.Minute, "close a session not logged in after this long")
 	fs.DurationVar(&o.stallTimeout, "data-stall-timeout", 5*time.Minute, "abort a transfer in which no byte moved for this long")
+	fs.StringVar(&o.dataPath, "data-path", "splice", "how plain passive transfers are carried: splice (relayed by the proxy) or kernel (redirected by nftables, no process in the data path; needs CAP_NET_ADMIN, see docs/kernel-path.md)")
+	fs.StringVar(&o.kernelTable, "kernel-table", "ftpproxy", "with --data-path kernel: the proxy's nftables table (family inet); instances sharing a host need one each")
+	fs.BoolVar(&o.kernelGuard, "kernel-forward-guard", true, "with --data-path kernel: drop every forwarded packet that is not a redirected data connection, so forwarding serves the proxy alone (false on a host that also routes)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running sessions may go on before they are closed")
@@ -213,6 +222,9 @@ func parseScope(args []string, out io.Writer, sc *scope) (_ *options, retErr err
 	var err error
 	if o.dataMode, err = proxy.ParseDataMode(mode); err != nil {
 		return nil, fmt.Errorf("--upstream-data-mode %q: want same, passive or active", mode)
+	}
+	if o.dataPath != "splice" && o.dataPath != "kernel" {
+		return nil, fmt.Errorf("--data-path %q: want splice or kernel", o.dataPath)
 	}
 	if o.pasvAddress != "control" && o.pasvAddress != "reply" {
 		return nil, fmt.Errorf("--upstream-pasv-address %q: want control or reply", o.pasvAddress)

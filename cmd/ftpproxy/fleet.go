@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/ftpproxy/ftpproxy/kernelpath"
 	"github.com/ftpproxy/ftpproxy/nat"
 	"github.com/ftpproxy/ftpproxy/proxy"
 )
@@ -38,6 +39,10 @@ type fleet struct {
 	// kept: a registry takes a service's series once, and a service
 	// removed by one reload may come back with the next.
 	metrics map[string]*proxy.Metrics
+
+	// kernel is the process's kernel data path, nil when transfers are
+	// relayed; set before the first start.
+	kernel *kernelpath.Path
 
 	mu       sync.Mutex
 	live     []*service // in the file's order
@@ -91,6 +96,7 @@ func (f *fleet) config(o *options, old *service, log zerolog.Logger) (proxy.Conf
 	}
 	cfg := o.proxyConfig()
 	cfg.Logger, cfg.Metrics = log, f.metricsFor(o.name)
+	cfg.KernelPath = f.kernel
 	if o.certs != nil {
 		cfg.TLS = o.certs.serverConfig(o.tlsMin)
 		logLoaded(log, o.certs.cur.Load().Leaf, o.certs.certFile)

@@ -86,6 +86,7 @@ func run(o *options) error {
 
 	var wg sync.WaitGroup
 	svcs := newFleet(upg, &wg, reg)
+	svcs.kernel = openKernelPath(o, upg.inherited(), log)
 	if err := svcs.start(o, log); err != nil {
 		return err
 	}
@@ -127,6 +128,7 @@ func run(o *options) error {
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	upgraded := false
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Dur("drain_timeout", o.drainTimeout).Int("sessions", svcs.sessions()).Msg("draining: no new sessions")
@@ -135,6 +137,7 @@ func run(o *options) error {
 		// kernel would go on queueing connections nobody accepts.
 		upg.stop()
 	case <-upg.exit():
+		upgraded = true
 		log.Info().Dur("drain_timeout", o.drainTimeout).Int("sessions", svcs.sessions()).Msg("upgraded: the new process accepts; draining this one")
 		if healthLn != nil {
 			healthLn.Close()
@@ -152,6 +155,13 @@ func run(o *options) error {
 		log.Warn().Err(err).Msg("drain cut short: remaining sessions were closed")
 	}
 	wg.Wait()
+	if svcs.kernel != nil {
+		// The table goes with the proxy, unless the process that took
+		// over uses it.
+		if err := svcs.kernel.Close(upgraded); err != nil {
+			log.Warn().Err(err).Msg("kernel data path: table not removed")
+		}
+	}
 	log.Info().Msg("ftpproxy stopped")
 	return nil
 }

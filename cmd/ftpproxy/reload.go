@@ -41,6 +41,9 @@ func (r *reloader) reload() {
 	if next.health != r.cur.health {
 		r.log.Warn().Msg("the health address changed: it applies at the next restart")
 	}
+	if next.dataPath != r.cur.dataPath || next.kernelTable != r.cur.kernelTable || next.kernelGuard != r.cur.kernelGuard {
+		r.log.Warn().Msg("the data path settings changed: they apply at the next restart")
+	}
 	log := newLogger(logOutput, next.logFormat, next.logLevel)
 	r.svcs.reload(next, log)
 	r.cur, r.log = next, log

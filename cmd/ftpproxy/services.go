@@ -50,9 +50,10 @@ import (
 const servicesKey = "services"
 
 // processKeys are the settings of the process as a whole: one log, one
-// health endpoint, one PID file, one drain at the end.
+// health endpoint, one PID file, one drain at the end, one data path.
 var processKeys = map[string]bool{
 	configFlag: true, "log-format": true, "log-level": true, "health": true, "pid-file": true, "drain-timeout": true,
+	"data-path": true, "kernel-table": true, "kernel-forward-guard": true,
 }
 
 // serviceKeys are the settings each service must have of its own when

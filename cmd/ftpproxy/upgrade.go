@@ -67,6 +67,9 @@ func (u *upgrader) upgrade(log zerolog.Logger) {
 	}
 }
 
+// inherited reports whether this process takes over from another.
+func (u *upgrader) inherited() bool { return u.tf != nil && u.tf.HasParent() }
+
 // exit is closed once a new process has taken over.
 func (u *upgrader) exit() <-chan struct{} {
 	if u.tf == nil {
