@@ -21,13 +21,14 @@ type Flow struct {
 	established chan struct{} // closed once conntrack reports the connection
 	changed     chan struct{} // a token after each event
 
-	mu     sync.Mutex
-	tuple  conntrack.Tuple // the connection's original tuple, once known
-	known  bool
-	last   Snapshot
-	others int // further connections that took the same mark
-	killed bool
-	closed bool
+	mu           sync.Mutex
+	tuple        conntrack.Tuple // the connection's original tuple, once known
+	known        bool
+	last         Snapshot
+	others       int // further connections that took the same mark
+	killed       bool
+	unredirected bool // the redirect's elements are gone
+	undead       bool // the mark has left the dead set
 }
 
 // Mark is the flow's conntrack mark.
@@ -127,19 +128,23 @@ func (f *Flow) Kill() error {
 }
 
 // Close removes the flow's elements, which the packet path does not need
-// once the connection is established (conntrack holds its NAT), and stops
-// following it; a killed flow's mark leaves the dead set too, so call it
-// once the resets have gone out (Snapshot says Reset). It is idempotent.
+// once the connection is established (conntrack holds its NAT); a killed
+// flow's mark leaves the dead set too, so close it again once the resets
+// have gone out (Snapshot says WasReset). Closing what is gone already
+// does nothing. The flow is still followed until Forget.
 func (f *Flow) Close() error {
 	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		return nil
-	}
-	f.closed = true
-	killed := f.killed
+	redirect := !f.unredirected
+	dead := f.killed && !f.undead
+	f.unredirected = true
+	f.undead = f.undead || f.killed
 	f.mu.Unlock()
-	err := f.p.removeElements(f, killed)
+	return f.p.removeElements(f, redirect, dead)
+}
+
+// Forget closes the flow and stops following it.
+func (f *Flow) Forget() error {
+	err := f.Close()
 	f.p.forget(f)
 	return err
 }

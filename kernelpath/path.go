@@ -324,20 +324,24 @@ func (p *Path) forget(f *Flow) {
 
 // removeElements deletes f's elements; one already gone (the key, which
 // the packet path deletes, or one that timed out) is no error.
-func (p *Path) removeElements(f *Flow, dead bool) error {
+func (p *Path) removeElements(f *Flow, redirect, dead bool) error {
 	mark := markBytes(f.mark)
 	p.nftMu.Lock()
 	defer p.nftMu.Unlock()
 	var errs []error
-	for _, del := range []struct {
+	type element struct {
 		set *nftables.Set
 		key []byte
-	}{
-		{f.fam.keys, addrPortBytes(f.client.AsSlice(), f.port)},
-		{f.fam.dnat, mark},
-		{f.fam.snat, mark},
-		{p.sets.dead, mark},
-	}[:3+btoi(dead)] {
+	}
+	var els []element
+	if redirect {
+		els = append(els, element{f.fam.keys, addrPortBytes(f.client.AsSlice(), f.port)},
+			element{f.fam.dnat, mark}, element{f.fam.snat, mark})
+	}
+	if dead {
+		els = append(els, element{p.sets.dead, mark})
+	}
+	for _, del := range els {
 		// One batch each: deleting a missing element fails its whole
 		// batch.
 		if err := p.nft.SetDeleteElements(del.set, []nftables.SetElement{{Key: del.key}}); err != nil {
@@ -421,13 +425,6 @@ func (p *Path) findFlow(f *Flow) (conntrack.Flow, bool) {
 		}
 	}
 	return conntrack.Flow{}, false
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func readSysctl(key string) (string, error) {

@@ -101,7 +101,7 @@ func TestRedirectDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer flow.Close()
+	defer flow.Forget()
 	if n, _, err := p.Elements(); err != nil || n != 3 {
 		t.Fatalf("elements after redirect: %d, %v; want 3", n, err)
 	}
@@ -200,7 +200,7 @@ func TestRedirectOnlyClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer flow.Close()
+	defer flow.Forget()
 	thief, err := dialFrom("127.0.0.9", announced.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer flow.Close()
+	defer flow.Forget()
 	upErr := make(chan error, 1)
 	go func() {
 		c, err := upstream.Accept()

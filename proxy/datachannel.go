@@ -237,9 +237,7 @@ func (s *session) completeData(req dataRequest, up endpoint, upReply []string) {
 	if s.upProtP {
 		t.upTLSConf = s.upstreamTLS()
 	}
-	if req.passive {
-		s.useKernelPath(t)
-	}
+	s.useKernelPath(t)
 	s.setup = t
 	t.start()
 	if line != "" {

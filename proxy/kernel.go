@@ -47,8 +47,8 @@ func (s *session) kernelPathFor(t *transfer) string {
 	return pathKernel
 }
 
-// useKernelPath installs the redirect for a passive transfer that the
-// kernel can carry, before its 227 or 229 is sent. Any reason not to, or a
+// useKernelPath installs the redirect for a transfer that the kernel can
+// carry (plain, passive on both sides), before its 227 or 229 is sent. Any reason not to, or a
 // redirect that cannot be added, leaves t to the splice relay.
 func (s *session) useKernelPath(t *transfer) {
 	if s.cfg.KernelPath == nil {
@@ -83,7 +83,7 @@ func (s *session) useKernelPath(t *transfer) {
 // from there), or nil once the transfer is over.
 func (t *transfer) runKernel() *net.TCPConn {
 	f := t.kflow
-	defer f.Close()
+	defer f.Forget()
 	adopted := make(chan *net.TCPConn, 1)
 	established := make(chan struct{})
 	go t.guardListener(adopted, established)

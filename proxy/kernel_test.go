@@ -2,6 +2,9 @@ package proxy_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/ftpproxy/ftpproxy/kernelpath"
 	"github.com/ftpproxy/ftpproxy/proxy"
+	"github.com/ftpproxy/ftpproxy/rewrite"
 )
 
 // The kernel data path changes nftables: its tests run in a network
@@ -128,4 +132,254 @@ func TestKernelPathTransfers(t *testing.T) {
 		}
 	}
 	checkNoElements(t, kp)
+}
+
+// TestKernelPathRefusesOthers: a connection to the announced port from
+// another address, and a second one from the client once its own is
+// established, reach the proxy's listener and are refused; the transfer
+// goes on byte-exact, and its 226 waits for the server's close.
+func TestKernelPathRefusesOthers(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	file := randomBytes(t, 2<<20)
+	gate := make(chan struct{})
+	m := &miniFTP{files: map[string][]byte{"f": file}, closeGate: gate}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+
+	c := dialLogin(t, e.addr)
+	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
+	refused := func(from string) {
+		t.Helper()
+		d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		conn, err := d.Dial("tcp", ap.String())
+		if err != nil {
+			return // refused outright
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(ioTimeout))
+		if n, err := conn.Read(make([]byte, 1)); n != 0 || isTimeout(err) {
+			t.Errorf("connection from %s got %d bytes, %v; want it refused", from, n, err)
+		}
+	}
+	refused("127.0.0.9")
+	e.logs.waitFor(t, "data connection from a foreign address refused", `"from":"127.0.0.9:`)
+
+	dc := c.DialData(ap)
+	c.Send("RETR f")
+	c.Expect(150)
+	got := make([]byte, len(file))
+	dc.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(dc, got); err != nil {
+		t.Fatal(err)
+	}
+	refused("127.0.0.1")
+	e.logs.waitFor(t, "second data connection refused")
+	// Every byte is there and the server has sent its 226, but its data
+	// connection is still open: the reply waits.
+	replies := make(chan replyOrErr, 1)
+	go func() {
+		r, err := c.readReply()
+		replies <- replyOrErr{r, err}
+	}()
+	select {
+	case r := <-replies:
+		t.Fatalf("reply %q before the data connection closed", r.r.text())
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(gate)
+	if r := withTimeout(t, replies, "the 226"); r.err != nil || r.r.code != 226 {
+		t.Fatalf("got %q, %v; want 226", r.r.text(), r.err)
+	}
+	if rest, err := readAll(dc); err != nil || len(rest) != 0 {
+		t.Fatalf("after the file: %d bytes, %v", len(rest), err)
+	}
+	checkSame(t, "RETR", got, file)
+	checkNoElements(t, kp)
+}
+
+// TestKernelPathFailures: a transfer the kernel carried that ends with a
+// reset, a stall or the client's ABOR is a 426 for the client, whatever
+// the server says, and leaves no element behind.
+func TestKernelPathFailures(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	tests := []struct {
+		name string
+		// client acts on the data connection once data flows, and says
+		// what replies to expect.
+		client func(c *ftpClient, dc *net.TCPConn) []int
+		// stall: the server sends a little and then nothing.
+		stall bool
+	}{
+		{"client resets", func(c *ftpClient, dc *net.TCPConn) []int {
+			dc.SetLinger(0)
+			dc.Close()
+			return []int{426}
+		}, false},
+		{"ABOR", func(c *ftpClient, dc *net.TCPConn) []int {
+			c.Send("ABOR")
+			return []int{426, 226}
+		}, false},
+		{"stall", func(c *ftpClient, dc *net.TCPConn) []int { return []int{426} }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			serverSaw := make(chan error, 1)
+			fs := newFakeServer(t, func(f *fakeConn) {
+				f.Send("220 ready")
+				l := f.AnswerPASV("127,0,0,1")
+				f.Expect("RETR endless")
+				dc := l.Accept()
+				f.Send("150 Opening data connection.")
+				// The flow the proxy ends is reset at each side's next
+				// packet; on loopback the server's own end may only stall,
+				// so it gives up after a moment either way.
+				dc.SetDeadline(time.Now().Add(1500 * time.Millisecond))
+				var err error
+				if tt.stall {
+					dc.Write(bytes.Repeat([]byte("S"), 64<<10))
+					_, err = dc.Read(make([]byte, 1))
+				} else {
+					block := bytes.Repeat([]byte("A"), 32<<10)
+					for err == nil {
+						_, err = dc.Write(block)
+					}
+				}
+				serverSaw <- err
+				dc.Close()
+				// A server that did not notice: the proxy must not pass
+				// this on.
+				f.Send("226 Transfer complete.")
+				if line, err := f.ReadLine(); err == nil && line == "NOOP" {
+					f.Send("200 NOOP ok.")
+				}
+			})
+			e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) {
+				c.KernelPath = kp
+				c.DataStallTimeout = 500 * time.Millisecond
+			}})
+			c := dialLogin(t, e.addr)
+			dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
+			c.Send("RETR endless")
+			c.Expect(150)
+			dc.SetReadDeadline(time.Now().Add(ioTimeout))
+			if _, err := io.ReadFull(dc, make([]byte, 32<<10)); err != nil {
+				t.Fatal(err)
+			}
+			for _, code := range tt.client(c, dc) {
+				c.Expect(code)
+			}
+			if err := withTimeout(t, serverSaw, "the server's data connection to end"); err == nil {
+				t.Error("the server's data connection ended cleanly")
+			}
+			// How the client's end of a killed flow ends on loopback is
+			// loopback's business; across the host both ends are reset
+			// (the interop suite's kill cases).
+			c.Cmd("NOOP", 200)
+			checkNoElements(t, kp)
+		})
+	}
+}
+
+// TestKernelPathConcurrent: 200 sessions at once transfer a file each:
+// every file byte-exact through the kernel, and the maps empty at the end.
+func TestKernelPathConcurrent(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	const sessions = 200
+	files := make(map[string][]byte)
+	for i := range 10 {
+		files[fmt.Sprintf("f%d", i)] = randomBytes(t, 64<<10+i*4096)
+	}
+	m := &miniFTP{files: files}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{poolSize: 256, config: func(c *proxy.Config) { c.KernelPath = kp }})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	// How many redirects existed at once, for the log.
+	stop := make(chan struct{})
+	peak := make(chan int, 1)
+	go func() {
+		most := 0
+		for {
+			select {
+			case <-stop:
+				peak <- most
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if n, _, err := kp.Elements(); err == nil {
+				most = max(most, n/3)
+			}
+		}
+	}()
+	for i := range sessions {
+		wg.Go(func() {
+			c := dialLogin(t, e.addr)
+			ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
+			name := fmt.Sprintf("f%d", i%10)
+			dc := c.DialData(ap)
+			c.Send("RETR " + name)
+			c.Expect(150)
+			got, err := readAll(dc)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c.Expect(226)
+			if !bytes.Equal(got, files[name]) {
+				errs <- fmt.Errorf("%s: got %d bytes, want %d", name, len(got), len(files[name]))
+			}
+			c.Cmd("QUIT", 221)
+		})
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("at most %d redirects at once", <-peak)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	e.logs.waitFor(t, "session closed")
+	if n := strings.Count(e.logs.String(), `"data_path":"kernel"`); n != sessions {
+		t.Errorf("%d transfers carried by the kernel, want %d", n, sessions)
+	}
+	checkNoElements(t, kp)
+}
+
+// TestKernelPathFallbackActive: an active-mode transfer with the kernel
+// path on is relayed, byte-exact.
+func TestKernelPathFallbackActive(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	file := randomBytes(t, 1<<20)
+	m := &miniFTP{files: map[string][]byte{"f": file}}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	c := dialLogin(t, e.addr)
+	ln := listenActive(t, "tcp", "127.0.0.1:0")
+	c.Cmd("EPRT "+rewrite.FormatEPRT(ln.Addr().(*net.TCPAddr).AddrPort()), 200)
+	c.Send("RETR f")
+	c.Expect(150)
+	got, err := readAll(acceptData(t, ln))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(226)
+	checkSame(t, "RETR", got, file)
+	e.logs.waitFor(t, `"message":"transfer"`, `"cmd":"RETR"`)
+	e.logs.waitFor(t, `"path":"splice_active"`)
+	if strings.Contains(e.logs.String(), `"data_path":"kernel"`) {
+		t.Error("an active-mode transfer was logged as carried by the kernel")
+	}
 }

@@ -219,7 +219,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.upErrors = byValue(upErrors, upErrorValues)
 
 	dataPaths := counterVec("data_path_total",
-		"Passive transfers with the kernel data path on, by the path that carried them: kernel, or the splice relay and why (splice_tls, splice_active, splice_family, splice_proxy_header, splice_add_failed, splice_not_redirected).",
+		"Data channels set up with the kernel data path on, by the path that carries them: kernel, or the splice relay and why (splice_tls, splice_active, splice_family, splice_proxy_header, splice_add_failed, splice_not_redirected).",
 		"path")
 	m.dataPaths = byValue(dataPaths, dataPathValues)
 
