@@ -23,12 +23,12 @@ func TestOutcome(t *testing.T) {
 		unack = flagDataUnacked
 	)
 	tests := []struct {
-		name       string
-		steps      []conntrack.Flow
-		destroyed  bool
-		down, up   Outcome
-		noneKnown  Outcome // the transfer's direction not known yet
-		wasReset   bool
+		name      string
+		steps     []conntrack.Flow
+		destroyed bool
+		down, up  Outcome
+		noneKnown Outcome // the transfer's direction not known yet
+		wasReset  bool
 	}{
 		{"established", []conntrack.Flow{tcpFlow(StateEstablished, 0, unack)}, false, Flowing, Flowing, Flowing, false},
 		{"server FIN not yet acknowledged", []conntrack.Flow{tcpFlow(StateFinWait, 0, fin|unack)}, false, Flowing, Flowing, Flowing, false},
