@@ -419,6 +419,8 @@ func TestMetricsLabelsFixed(t *testing.T) {
 		"direction": {"down", "up"},
 		"mode":      {"passive", "active"},
 		"side":      {"client", "upstream", "client_data", "upstream_data"},
+		"path": {"kernel", "splice_tls", "splice_active", "splice_family", "splice_proxy_header",
+			"splice_add_failed", "splice_not_redirected"},
 	}
 	mfs, err := reg.Gather()
 	if err != nil {

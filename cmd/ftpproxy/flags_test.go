@@ -40,6 +40,7 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{[]string{"--upstream", "h:21", "--ban-time", "-1m"}, "--ban-time"},
 		{[]string{"--upstream", "h:21", "--upstream-data-mode", "both"}, "--upstream-data-mode"},
 		{[]string{"--upstream", "h:21", "--upstream-pasv-address", "yes"}, "--upstream-pasv-address"},
+		{[]string{"--upstream", "h:21", "--data-path", "ebpf"}, "--data-path"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

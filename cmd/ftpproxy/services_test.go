@@ -40,6 +40,8 @@ func TestServicesConfigErrors(t *testing.T) {
 			`4: service "a": log-level: a setting of the whole process, at the top level only`},
 		{"health in a service", "services:\n  a:\n    health: 127.0.0.1:8021\n", nil,
 			`3: service "a": health: a setting of the whole process, at the top level only`},
+		{"data path in a service", "services:\n  a:\n    upstream: h:21\n    data-path: kernel\n", nil,
+			`4: service "a": data-path: a setting of the whole process, at the top level only`},
 		{"services in a service", "services:\n  a:\n    services: {}\n", nil,
 			`3: service "a": services: a setting of the whole process, at the top level only`},
 		{"config in a service", "services:\n  a:\n    config: x.yaml\n", nil,
