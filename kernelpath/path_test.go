@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/rs/zerolog"
 )
 
@@ -296,5 +297,72 @@ func TestKill(t *testing.T) {
 	}
 	if n, dead, _ := p.Elements(); n != 0 || dead != 0 {
 		t.Errorf("closed killed flow: %d redirect elements, %d dead; want none", n, dead)
+	}
+}
+
+// TestTableLifecycle: a table left behind (by a crash) is rebuilt empty at
+// start; a process that takes over in an upgrade keeps it with the old
+// process's redirects; closing with keep leaves it, closing without
+// removes it.
+func TestTableLifecycle(t *testing.T) {
+	if os.Getenv(netnsEnv) == "" {
+		t.Skip("needs root and unshare: the kernel path is tested in a network namespace of its own")
+	}
+	open := func(keep bool) *Path {
+		t.Helper()
+		p, err := Open(Config{Table: "fplife", Keep: keep, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	redirect := func(p *Path, port uint16) *Flow {
+		t.Helper()
+		f, err := p.Redirect(Redirect{Client: netip.MustParseAddr("127.0.0.1"), Port: port,
+			To: netip.MustParseAddrPort("127.0.0.3:2100"), From: netip.MustParseAddr("127.0.0.1"), Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	crashed := open(false)
+	redirect(crashed, 21001)
+	crashed.Close(true) // as if it had died: the table and its element stay
+
+	old := open(false)
+	if n, _, _ := old.Elements(); n != 0 {
+		t.Fatalf("a fresh start found %d elements of the table left behind", n)
+	}
+	redirect(old, 21002)
+	upgraded := open(true)
+	if n, _, _ := upgraded.Elements(); n != 3 {
+		t.Fatalf("the upgraded process sees %d elements, want the old process's 3", n)
+	}
+	f := redirect(upgraded, 21003)
+	if n, _, _ := old.Elements(); n != 6 {
+		t.Fatalf("%d elements with both processes' redirects, want 6", n)
+	}
+	f.Forget()
+	if err := old.Close(true); err != nil { // the old process exits after the upgrade
+		t.Fatal(err)
+	}
+	if n, _, _ := upgraded.Elements(); n != 3 {
+		t.Fatalf("%d elements after the old process left, want its 3 (they time out)", n)
+	}
+	if err := upgraded.Close(false); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		if tb.Name == "fplife" {
+			t.Fatal("table still there after a clean exit")
+		}
 	}
 }
