@@ -82,13 +82,6 @@ func Open(cfg Config) (*Path, error) {
 	if cfg.Table == "" {
 		cfg.Table = "ftpproxy"
 	}
-	acct, err := readSysctl("net/netfilter/nf_conntrack_acct")
-	if err != nil {
-		return nil, fmt.Errorf("kernelpath: conntrack is not available (%w)", err)
-	}
-	if acct != "1" {
-		return nil, errors.New("kernelpath: conntrack accounting is off (sysctl net.netfilter.nf_conntrack_acct=1)")
-	}
 	p := &Path{
 		log:   cfg.Log,
 		table: &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
@@ -103,6 +96,10 @@ func Open(cfg Config) (*Path, error) {
 	p.nextID = binary.LittleEndian.Uint32(seed[:]) & idMask
 	p.v4 = sysctlIs("net/ipv4/ip_forward", "1")
 	p.v6 = sysctlIs("net/ipv6/conf/all/forwarding", "1")
+	if !p.v4 && !p.v6 {
+		return nil, errors.New("kernelpath: the kernel forwards neither IPv4 nor IPv6 (sysctl net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1)")
+	}
+	var err error
 	if p.sets, err = newSets(p.table); err != nil {
 		return nil, err
 	}
@@ -112,6 +109,15 @@ func Open(cfg Config) (*Path, error) {
 	if err := p.buildTable(cfg); err != nil {
 		p.nft.CloseLasting()
 		return nil, err
+	}
+	// Checked once the table exists: its NAT chains load conntrack if
+	// nothing had.
+	if acct, err := readSysctl("net/netfilter/nf_conntrack_acct"); err != nil || acct != "1" {
+		p.removeTable()
+		if err != nil {
+			return nil, fmt.Errorf("kernelpath: conntrack is not available (%w)", err)
+		}
+		return nil, errors.New("kernelpath: conntrack accounting is off (sysctl net.netfilter.nf_conntrack_acct=1)")
 	}
 	if p.ct, err = conntrack.Dial(nil); err != nil {
 		p.removeTable()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,11 @@ func TestMain(m *testing.M) {
 				os.Exit(1)
 			}
 		}
-		os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_acct", []byte("1"), 0)
+		for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+			os.WriteFile("/proc/sys/"+key, []byte("1"), 0)
+		}
+		// Set before conntrack exists in the namespace; set again once
+		// a path has loaded it (openPath).
 	}
 	os.Exit(m.Run())
 }
@@ -55,6 +60,7 @@ func openPath(t *testing.T, guard bool) *Path {
 	if os.Getenv(netnsEnv) == "" {
 		t.Skip("needs root and unshare: the kernel path is tested in a network namespace of its own")
 	}
+	os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_acct", []byte("1"), 0)
 	p, err := Open(Config{Table: "fptest", Guard: guard, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -364,5 +370,39 @@ func TestTableLifecycle(t *testing.T) {
 		if tb.Name == "fplife" {
 			t.Fatal("table still there after a clean exit")
 		}
+	}
+}
+
+// TestOpenSaysWhy: without forwarding or accounting Open fails with the
+// sysctl to set, and leaves no table.
+func TestOpenSaysWhy(t *testing.T) {
+	if os.Getenv(netnsEnv) == "" {
+		t.Skip("needs root and unshare: the kernel path is tested in a network namespace of its own")
+	}
+	set := func(key, v string) {
+		t.Helper()
+		if err := os.WriteFile("/proc/sys/"+key, []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer set("net/ipv4/ip_forward", "1")
+	defer set("net/ipv6/conf/all/forwarding", "1")
+	defer set("net/netfilter/nf_conntrack_acct", "1")
+	set("net/ipv4/ip_forward", "0")
+	set("net/ipv6/conf/all/forwarding", "0")
+	if _, err := Open(Config{Table: "fpwhy"}); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward=1") {
+		t.Errorf("forwarding off: %v", err)
+	}
+	set("net/ipv4/ip_forward", "1")
+	set("net/netfilter/nf_conntrack_acct", "0")
+	if _, err := Open(Config{Table: "fpwhy"}); err == nil || !strings.Contains(err.Error(), "nf_conntrack_acct=1") {
+		t.Errorf("accounting off: %v", err)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListTableOfFamily("fpwhy", nftables.TableFamilyINet); err == nil {
+		t.Error("a path that failed to open left its table")
 	}
 }
