@@ -406,3 +406,37 @@ func TestOpenSaysWhy(t *testing.T) {
 		t.Error("a path that failed to open left its table")
 	}
 }
+
+// TestRedirectOnlyToLocal: a connection from the client to the announced
+// port of another host (one the proxy's host routes to) is not diverted.
+func TestRedirectOnlyToLocal(t *testing.T) {
+	p := openPath(t, false)
+	for _, args := range [][]string{
+		{"link", "add", "fpveth0", "type", "veth", "peer", "name", "fpveth1"},
+		{"addr", "add", "10.99.0.1/24", "dev", "fpveth0"},
+		{"link", "set", "fpveth0", "up"},
+		{"link", "set", "fpveth1", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	defer exec.Command("ip", "link", "del", "fpveth0").Run()
+	upstream := listen(t, "127.0.0.3:0")
+	flow, err := p.Redirect(Redirect{
+		Client: netip.MustParseAddr("10.99.0.1"), Port: 21005,
+		To: addrPort(upstream.Addr()), From: netip.MustParseAddr("127.0.0.1"), Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Forget()
+	d := net.Dialer{Timeout: 500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.99.0.1")}}
+	if c, err := d.Dial("tcp", "10.99.0.2:21005"); err == nil {
+		c.Close()
+		t.Fatal("a connection to another host's port was diverted to the upstream")
+	}
+	if n, _, _ := p.Elements(); n != 3 {
+		t.Fatalf("%d elements, want the redirect's 3 still waiting", n)
+	}
+}

@@ -126,15 +126,20 @@ func (s *sets) build(c *nftables.Conn, t *nftables.Table, guard bool) error {
 	return nil
 }
 
-// redirectExprs: a new TCP connection whose source address and
-// destination port are a key takes the key's mark, the key is deleted,
-// and the connection is DNATed to the mark's upstream address.
+// redirectExprs: a new TCP connection to one of the host's own addresses
+// whose source address and destination port are a key takes the key's
+// mark, the key is deleted, and the connection is DNATed to the mark's
+// upstream address. (Only to the host's own addresses: a host that also
+// routes the client's traffic elsewhere must not divert a connection to
+// another server that happens to use the announced port.)
 func (f *family) redirectExprs() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{f.nfproto}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
