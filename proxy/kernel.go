@@ -91,7 +91,10 @@ func (t *transfer) runKernel() *net.TCPConn {
 	// The wait for the client's connection.
 	accept := time.NewTimer(t.s.cfg.DataAcceptTimeout)
 	defer accept.Stop()
-	poll := time.NewTicker(250 * time.Millisecond)
+	// Events say when the flow opens; a look in the conntrack table (a
+	// walk of all of it, filtered by mark) makes good a lost one, now and
+	// then.
+	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	finishing := t.done
 	var grace <-chan time.Time
