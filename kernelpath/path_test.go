@@ -194,12 +194,13 @@ func TestRedirectDownload(t *testing.T) {
 	}
 }
 
-// TestRedirectOnlyClient: a connection from another address is not
-// redirected, and the redirect still waits for the client.
-func TestRedirectOnlyClient(t *testing.T) {
-	p := openPath(t, false)
-	upstream := listen(t, "127.0.0.3:0")
-	announced := listen(t, "127.0.0.2:0")
+// redirected sets up an upstream listener on 127.0.0.3, the proxy's
+// listener on 127.0.0.2 and a redirect for the client 127.0.0.1, SNATed
+// to 127.0.0.1.
+func redirected(t *testing.T, p *Path) (upstream, announced *net.TCPListener, flow *Flow) {
+	t.Helper()
+	upstream = listen(t, "127.0.0.3:0")
+	announced = listen(t, "127.0.0.2:0")
 	flow, err := p.Redirect(Redirect{
 		Client: netip.MustParseAddr("127.0.0.1"), Port: addrPort(announced.Addr()).Port(),
 		To: addrPort(upstream.Addr()), From: netip.MustParseAddr("127.0.0.1"), Timeout: time.Minute,
@@ -207,7 +208,15 @@ func TestRedirectOnlyClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer flow.Forget()
+	t.Cleanup(func() { flow.Forget() })
+	return upstream, announced, flow
+}
+
+// TestRedirectOnlyClient: a connection from another address is not
+// redirected, and the redirect still waits for the client.
+func TestRedirectOnlyClient(t *testing.T) {
+	p := openPath(t, false)
+	_, announced, flow := redirected(t, p)
 	thief, err := dialFrom("127.0.0.9", announced.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -235,16 +244,7 @@ func TestRedirectOnlyClient(t *testing.T) {
 // TestKill: a killed flow is reset on both sides and counted as such.
 func TestKill(t *testing.T) {
 	p := openPath(t, false)
-	upstream := listen(t, "127.0.0.3:0")
-	announced := listen(t, "127.0.0.2:0")
-	flow, err := p.Redirect(Redirect{
-		Client: netip.MustParseAddr("127.0.0.1"), Port: addrPort(announced.Addr()).Port(),
-		To: addrPort(upstream.Addr()), From: netip.MustParseAddr("127.0.0.1"), Timeout: time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flow.Forget()
+	upstream, announced, flow := redirected(t, p)
 	upErr := make(chan error, 1)
 	go func() {
 		c, err := upstream.Accept()
