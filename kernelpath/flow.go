@@ -78,29 +78,25 @@ func (f *Flow) poke() {
 	}
 }
 
-// Snapshot asks conntrack for the flow's state and counters now. Before
-// the flow is established it looks for a connection whose event was lost,
-// and reports whether one was found.
+func (f *Flow) isKnown() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.known
+}
+
+// Snapshot asks conntrack for the flow's state and counters now, and
+// reports whether the flow is established (before that there is nothing
+// to ask).
 func (f *Flow) Snapshot() (Snapshot, bool) {
 	f.mu.Lock()
 	known, tuple := f.known, f.tuple
 	f.mu.Unlock()
-	var c conntrack.Flow
-	var err error
-	if known {
-		c, err = f.p.ct.Get(conntrack.Flow{TupleOrig: tuple})
-	} else {
-		var found bool
-		if c, found = f.p.findFlow(f); !found {
-			return Snapshot{}, false
-		}
+	if !known {
+		return Snapshot{}, false
 	}
+	c, err := f.p.ct.Get(conntrack.Flow{TupleOrig: tuple})
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.known && err == nil {
-		f.tuple, f.known = c.TupleOrig, true
-		close(f.established)
-	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		f.last.Gone = true
@@ -136,10 +132,11 @@ func (f *Flow) Close() error {
 	f.mu.Lock()
 	redirect := !f.unredirected
 	dead := f.killed && !f.undead
+	gate := !f.known // a connection has closed the gate behind it
 	f.unredirected = true
 	f.undead = f.undead || f.killed
 	f.mu.Unlock()
-	return f.p.removeElements(f, redirect, dead)
+	return f.p.removeElements(f, redirect, gate, dead)
 }
 
 // Forget closes the flow and stops following it.

@@ -129,6 +129,7 @@ func Open(cfg Config) (*Path, error) {
 		return nil, err
 	}
 	p.wg.Go(p.dispatch)
+	p.wg.Go(p.resync)
 	return p, nil
 }
 
@@ -299,13 +300,18 @@ func (p *Path) Redirect(r Redirect) (*Flow, error) {
 	timeout := elementTimeout(r.Timeout)
 	mark := markBytes(f.mark)
 	p.nftMu.Lock()
+	key := addrPortBytes(client.AsSlice(), r.Port)
 	err := p.nft.SetAddElements(fam.dnat, []nftables.SetElement{{Key: mark, Val: addrPortBytes(to.Addr().AsSlice(), to.Port()), Timeout: timeout}})
 	if err == nil {
 		err = p.nft.SetAddElements(fam.snat, []nftables.SetElement{{Key: mark, Val: from.AsSlice(), Timeout: timeout}})
 	}
 	if err == nil {
-		// The key last: it is what makes the packet path act.
-		err = p.nft.SetAddElements(fam.keys, []nftables.SetElement{{Key: addrPortBytes(client.AsSlice(), r.Port), Val: mark, Timeout: timeout}})
+		err = p.nft.SetAddElements(fam.keys, []nftables.SetElement{{Key: key, Val: mark, Timeout: timeout}})
+	}
+	if err == nil {
+		// The gate last: it is what makes the packet path act (the batch
+		// is one transaction anyway).
+		err = p.nft.SetAddElements(fam.gate, []nftables.SetElement{{Key: key, Timeout: timeout}})
 	}
 	if err == nil {
 		err = p.nft.Flush()
@@ -328,34 +334,52 @@ func (p *Path) forget(f *Flow) {
 	p.mu.Unlock()
 }
 
-// removeElements deletes f's elements; one already gone (the key, which
-// the packet path deletes, or one that timed out) is no error.
-func (p *Path) removeElements(f *Flow, redirect, dead bool) error {
+// removeElements deletes f's elements in one transaction: the redirect's
+// (with the gate unless the connection has used it) and its mark in the
+// dead set. Deleting a missing element fails the whole transaction, so a
+// gate the packet path closed meanwhile, or elements that timed out, make
+// it try again element by element.
+func (p *Path) removeElements(f *Flow, redirect, gate, dead bool) error {
 	mark := markBytes(f.mark)
-	p.nftMu.Lock()
-	defer p.nftMu.Unlock()
-	var errs []error
+	key := addrPortBytes(f.client.AsSlice(), f.port)
 	type element struct {
 		set *nftables.Set
 		key []byte
 	}
 	var els []element
+	if redirect && gate {
+		els = append(els, element{f.fam.gate, key})
+	}
 	if redirect {
-		els = append(els, element{f.fam.keys, addrPortBytes(f.client.AsSlice(), f.port)},
-			element{f.fam.dnat, mark}, element{f.fam.snat, mark})
+		els = append(els, element{f.fam.keys, key}, element{f.fam.dnat, mark}, element{f.fam.snat, mark})
 	}
 	if dead {
 		els = append(els, element{p.sets.dead, mark})
 	}
-	for _, del := range els {
-		// One batch each: deleting a missing element fails its whole
-		// batch.
-		if err := p.nft.SetDeleteElements(del.set, []nftables.SetElement{{Key: del.key}}); err != nil {
-			errs = append(errs, err)
-			continue
+	if len(els) == 0 {
+		return nil
+	}
+	p.nftMu.Lock()
+	defer p.nftMu.Unlock()
+	del := func(els []element) error {
+		for _, e := range els {
+			if err := p.nft.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.key}}); err != nil {
+				return err
+			}
 		}
-		if err := p.nft.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete %s element: %w", del.set.Name, err))
+		return p.nft.Flush()
+	}
+	err := del(els)
+	if err == nil || !errors.Is(err, unix.ENOENT) || len(els) == 1 {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range els {
+		if err := del([]element{e}); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete %s element: %w", e.set.Name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -377,7 +401,10 @@ func (p *Path) kill(f *Flow) error {
 func (p *Path) Elements() (redirects, dead int, err error) {
 	p.nftMu.Lock()
 	defer p.nftMu.Unlock()
-	for _, s := range []*nftables.Set{p.sets.v4.keys, p.sets.v4.dnat, p.sets.v4.snat, p.sets.v6.keys, p.sets.v6.dnat, p.sets.v6.snat} {
+	for _, s := range p.sets.all() {
+		if s == p.sets.dead {
+			continue
+		}
 		els, err := p.nft.GetSetElements(s)
 		if err != nil {
 			return 0, 0, err
@@ -418,19 +445,46 @@ func (p *Path) pokeAll() {
 	}
 }
 
-// findFlow looks in the conntrack table for f's connection, for when its
-// event was lost.
-func (p *Path) findFlow(f *Flow) (conntrack.Flow, bool) {
-	flows, err := p.ct.DumpFilter(conntrack.NewFilter().Mark(f.mark).MarkMask(^uint32(0)), nil)
-	if err != nil {
-		return conntrack.Flow{}, false
-	}
-	for _, c := range flows {
-		if f.owns(c) {
-			return c, true
+// resyncEvery is how often the path looks in the conntrack table for the
+// flows of redirects still waiting, whose event may have been lost.
+const resyncEvery = time.Second
+
+// resync makes good lost events: once a second, while a redirect waits
+// for its connection, one walk of the conntrack table (filtered by the
+// marks' prefix) for all of them.
+func (p *Path) resync() {
+	tick := time.NewTicker(resyncEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-p.stop:
+			return
+		}
+		p.mu.Lock()
+		waiting := 0
+		for _, f := range p.flows {
+			if !f.isKnown() {
+				waiting++
+			}
+		}
+		p.mu.Unlock()
+		if waiting == 0 {
+			continue
+		}
+		flows, err := p.ct.DumpFilter(conntrack.NewFilter().Mark(markBase).MarkMask(markMask), nil)
+		if err != nil {
+			continue
+		}
+		for _, c := range flows {
+			p.mu.Lock()
+			f := p.flows[c.Mark]
+			p.mu.Unlock()
+			if f != nil {
+				f.event(conntrack.Event{Type: conntrack.EventUpdate, Flow: &c})
+			}
 		}
 	}
-	return conntrack.Flow{}, false
 }
 
 func readSysctl(key string) (string, error) {

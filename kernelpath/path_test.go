@@ -109,8 +109,16 @@ func TestRedirectDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer flow.Forget()
-	if n, _, err := p.Elements(); err != nil || n != 3 {
-		t.Fatalf("elements after redirect: %d, %v; want 3", n, err)
+	if n, _, err := p.Elements(); err != nil || n != 4 {
+		t.Fatalf("elements after redirect: %d, %v; want 4", n, err)
+	}
+	// The host's own tools must still read the ruleset (nft 1.0 aborts on
+	// some expressions it cannot print). Without nft there is nothing to
+	// break; the interop suite, which installs it, checks it too.
+	if _, err := exec.LookPath("nft"); err == nil {
+		if out, err := exec.Command("nft", "list", "ruleset").CombinedOutput(); err != nil {
+			t.Fatalf("nft list ruleset: %v\n%s", err, out)
+		}
 	}
 
 	payload := make([]byte, 8<<20)
@@ -145,10 +153,10 @@ func TestRedirectDownload(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("conntrack never reported the flow")
 	}
-	// The key went with the first packet: a second connection from the
-	// client reaches the proxy's own listener.
-	if n, _, _ := p.Elements(); n != 2 {
-		t.Errorf("elements once established: %d, want 2 (dnat and snat)", n)
+	// The gate closed behind the first packet: a second connection from
+	// the client reaches the proxy's own listener.
+	if n, _, _ := p.Elements(); n != 3 {
+		t.Errorf("elements once established: %d, want 3 (keys, dnat and snat)", n)
 	}
 	second := make(chan error, 1)
 	go func() {
@@ -236,8 +244,8 @@ func TestRedirectOnlyClient(t *testing.T) {
 		t.Fatal("flow established by another address")
 	case <-time.After(200 * time.Millisecond):
 	}
-	if n, _, _ := p.Elements(); n != 3 {
-		t.Fatalf("elements: %d, want the 3 still waiting", n)
+	if n, _, _ := p.Elements(); n != 4 {
+		t.Fatalf("elements: %d, want the 4 still waiting", n)
 	}
 }
 
@@ -295,8 +303,8 @@ func TestKill(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n, dead, _ := p.Elements(); n != 2 || dead != 1 {
-		t.Errorf("killed flow: %d redirect elements, %d dead; want 2 and 1", n, dead)
+	if n, dead, _ := p.Elements(); n != 3 || dead != 1 {
+		t.Errorf("killed flow: %d redirect elements, %d dead; want 3 and 1", n, dead)
 	}
 	if err := flow.Close(); err != nil {
 		t.Fatal(err)
@@ -341,19 +349,19 @@ func TestTableLifecycle(t *testing.T) {
 	}
 	redirect(old, 21002)
 	upgraded := open(true)
-	if n, _, _ := upgraded.Elements(); n != 3 {
-		t.Fatalf("the upgraded process sees %d elements, want the old process's 3", n)
+	if n, _, _ := upgraded.Elements(); n != 4 {
+		t.Fatalf("the upgraded process sees %d elements, want the old process's 4", n)
 	}
 	f := redirect(upgraded, 21003)
-	if n, _, _ := old.Elements(); n != 6 {
-		t.Fatalf("%d elements with both processes' redirects, want 6", n)
+	if n, _, _ := old.Elements(); n != 8 {
+		t.Fatalf("%d elements with both processes' redirects, want 8", n)
 	}
 	f.Forget()
 	if err := old.Close(true); err != nil { // the old process exits after the upgrade
 		t.Fatal(err)
 	}
-	if n, _, _ := upgraded.Elements(); n != 3 {
-		t.Fatalf("%d elements after the old process left, want its 3 (they time out)", n)
+	if n, _, _ := upgraded.Elements(); n != 4 {
+		t.Fatalf("%d elements after the old process left, want its 4 (they time out)", n)
 	}
 	if err := upgraded.Close(false); err != nil {
 		t.Fatal(err)
@@ -436,7 +444,7 @@ func TestRedirectOnlyToLocal(t *testing.T) {
 		c.Close()
 		t.Fatal("a connection to another host's port was diverted to the upstream")
 	}
-	if n, _, _ := p.Elements(); n != 3 {
-		t.Fatalf("%d elements, want the redirect's 3 still waiting", n)
+	if n, _, _ := p.Elements(); n != 4 {
+		t.Fatalf("%d elements, want the redirect's 4 still waiting", n)
 	}
 }

@@ -42,7 +42,7 @@ type family struct {
 	markReg   uint32 // a free 4-byte register for the mark
 	natFamily uint32
 
-	keys, dnat, snat *nftables.Set
+	gate, keys, dnat, snat *nftables.Set
 }
 
 // sets are the table's sets, by family, and the dead set.
@@ -71,10 +71,14 @@ func newSets(t *nftables.Table) (*sets, error) {
 		key  nftables.SetDatatype
 		name string
 	}{{&s.v4, key4, "4"}, {&s.v6, key6, "6"}} {
-		// keys: client address . announced port -> the flow's mark. The
-		// packet path deletes the element it matched, so one redirect
-		// serves one connection.
-		f.fam.keys = &nftables.Set{Table: t, Name: "keys" + f.name, IsMap: true, HasTimeout: true, Dynamic: true,
+		// gate: client address . announced port, open for one
+		// connection: the packet path deletes the element it matched.
+		// (A set of its own: nft 1.0 cannot list a rule that deletes
+		// from a map.)
+		f.fam.gate = &nftables.Set{Table: t, Name: "gate" + f.name, HasTimeout: true, Dynamic: true,
+			Concatenation: true, KeyType: f.key}
+		// keys: client address . announced port -> the flow's mark.
+		f.fam.keys = &nftables.Set{Table: t, Name: "keys" + f.name, IsMap: true, HasTimeout: true,
 			Concatenation: true, KeyType: f.key, DataType: nftables.TypeMark}
 		// dnat: mark -> upstream address . port.
 		f.fam.dnat = &nftables.Set{Table: t, Name: "dnat" + f.name, IsMap: true, HasTimeout: true,
@@ -88,12 +92,17 @@ func newSets(t *nftables.Table) (*sets, error) {
 	return s, nil
 }
 
+// all lists the table's sets.
+func (s *sets) all() []*nftables.Set {
+	return []*nftables.Set{s.v4.gate, s.v4.keys, s.v4.dnat, s.v4.snat, s.v6.gate, s.v6.keys, s.v6.dnat, s.v6.snat, s.dead}
+}
+
 // build queues the whole table on c: its sets, the NAT chains that
 // redirect a flow whose key is in the keys map, and the filter chains that
 // reset dead flows and, with guard, drop every other forwarded packet.
 func (s *sets) build(c *nftables.Conn, t *nftables.Table, guard bool) error {
 	c.AddTable(t)
-	for _, set := range []*nftables.Set{s.v4.keys, s.v4.dnat, s.v4.snat, s.v6.keys, s.v6.dnat, s.v6.snat, s.dead} {
+	for _, set := range s.all() {
 		if err := c.AddSet(set, nil); err != nil {
 			return fmt.Errorf("kernelpath: add set %s: %w", set.Name, err)
 		}
@@ -127,8 +136,8 @@ func (s *sets) build(c *nftables.Conn, t *nftables.Table, guard bool) error {
 }
 
 // redirectExprs: a new TCP connection to one of the host's own addresses
-// whose source address and destination port are a key takes the key's
-// mark, the key is deleted, and the connection is DNATed to the mark's
+// whose source address and destination port are in the gate closes the
+// gate behind it, takes the key's mark and is DNATed to the mark's
 // upstream address. (Only to the host's own addresses: a host that also
 // routes the client's traffic elsewhere must not divert a connection to
 // another server that happens to use the announced port.)
@@ -146,10 +155,19 @@ func (f *family) redirectExprs() []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
 		&expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen, DestRegister: reg1},
 		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: f.portReg},
+		&expr.Lookup{SourceRegister: reg1, SetName: f.gate.Name},
+		// The key again for each use, and the mark read back from the
+		// connection, as nft itself writes them: nft 1.0 aborts listing a
+		// rule whose expression reads registers an earlier one consumed.
+		&expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen, DestRegister: reg1},
+		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: f.portReg},
+		&expr.Dynset{SrcRegKey: reg1, SetName: f.gate.Name, Operation: nftDynsetOpDelete},
+		&expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen, DestRegister: reg1},
+		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: f.portReg},
 		&expr.Lookup{SourceRegister: reg1, SetName: f.keys.Name, IsDestRegSet: true, DestRegister: f.markReg},
-		&expr.Dynset{SrcRegKey: reg1, SrcRegData: f.markReg, SetName: f.keys.Name, Operation: nftDynsetOpDelete},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: f.markReg, SourceRegister: true},
-		&expr.Lookup{SourceRegister: f.markReg, SetName: f.dnat.Name, IsDestRegSet: true, DestRegister: reg1},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, SetName: f.dnat.Name, IsDestRegSet: true, DestRegister: reg1},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.natFamily, RegAddrMin: reg1, RegProtoMin: f.portReg, Specified: true},
 	}
 }

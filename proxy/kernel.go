@@ -91,11 +91,7 @@ func (t *transfer) runKernel() *net.TCPConn {
 	// The wait for the client's connection.
 	accept := time.NewTimer(t.s.cfg.DataAcceptTimeout)
 	defer accept.Stop()
-	// Events say when the flow opens; a look in the conntrack table (a
-	// walk of all of it, filtered by mark) makes good a lost one, now and
-	// then.
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
+	// Events say when the flow opens (the path makes good a lost one).
 	finishing := t.done
 	var grace <-chan time.Time
 wait:
@@ -120,11 +116,6 @@ wait:
 		case <-grace:
 			t.err = errNoConnection
 			return nil
-		case <-poll.C:
-			// An event lost by a busy conntrack socket: look.
-			if _, ok := f.Snapshot(); ok {
-				break wait
-			}
 		}
 	}
 	close(established)
@@ -135,14 +126,20 @@ wait:
 	t.upConnected = true
 	t.mu.Unlock()
 
+	// Events say how the flow goes; a query now and then makes good a
+	// lost one and measures progress for the stall rule.
 	stall := t.s.cfg.DataStallTimeout
-	poll.Reset(min(max(stall/8, 50*time.Millisecond), 500*time.Millisecond))
+	poll := time.NewTicker(min(max(stall/8, 50*time.Millisecond), 500*time.Millisecond))
+	defer poll.Stop()
 	var snap kernelpath.Snapshot
 	var moved uint64
 	since := time.Now()
 	defer func() {
-		// Counts from conntrack: the payload of the packets the kernel
-		// saw each way.
+		// Counts from conntrack, as the flow ended: the payload of the
+		// packets the kernel saw each way.
+		if last, ok := f.Snapshot(); ok {
+			snap = last
+		}
 		orig, reply := snap.Payload()
 		t.up, t.down = int64(orig), int64(reply)
 	}()

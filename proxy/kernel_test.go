@@ -317,7 +317,7 @@ func TestKernelPathConcurrent(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 			if n, _, err := kp.Elements(); err == nil {
-				most = max(most, n/3)
+				most = max(most, n/4)
 			}
 		}
 	}()
