@@ -4,7 +4,7 @@ BIN     := bin/ftpproxy
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 FUZZTIME ?= 10s
 
-.PHONY: all build test race lint fuzz interop faults forward soak bench demo peers clean
+.PHONY: all build test race lint fuzz interop faults forward kernel soak bench demo peers clean
 
 all: lint test build
 
@@ -49,6 +49,13 @@ faults: peers
 forward: peers
 	bash interop/forward/run.sh
 
+# The kernel data path (--data-path kernel) with real peers: the forward
+# guard, stolen and second data connections, killed clients and servers,
+# 200 transfers at once, the fallbacks to the relay, an unprivileged proxy,
+# the table's lifecycle, and throughput against direct and splice.
+kernel: peers
+	bash interop/kernel/run.sh
+
 soak: peers
 	bash interop/faults/soak.sh -soak-duration $(SOAK)
 
@@ -57,6 +64,7 @@ peers:
 
 bench: peers build
 	bash interop/bench.sh
+	bash interop/kernel/run.sh -bench
 
 # Start vsftpd on 127.0.0.1:2100 behind ftpproxy on 127.0.0.1:2121.
 demo: peers build

@@ -1,0 +1,1051 @@
+//go:build interop
+
+package kernel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ti-mo/conntrack"
+
+	"github.com/ftpproxy/ftpproxy/interop/peers"
+)
+
+var (
+	flagProxyBin = flag.String("ftpproxy", "../../bin/ftpproxy", "the ftpproxy binary")
+	flagPeers    = flag.String("peers", "../.peers", "directory the servers were unpacked into by install-peers.sh")
+	flagPyClient = flag.String("proxyhdr-client", "proxyhdr_client.py", "the Python client that sends PROXY headers itself")
+	flagPrefix   = flag.String("prefix", "", "prefix of the network namespaces this run creates (default ftpkrn-<pid>)")
+	flagWork     = flag.String("work", "", "work directory (default: a new directory under /dev/shm, or $TMPDIR)")
+	flagKeep     = flag.Bool("keep", false, "keep the work directory even when every case passed")
+	flagBudget   = flag.Duration("budget", 4*time.Minute, "time the whole suite may take")
+	flagCases    = flag.String("cases", "", "comma-separated cases to run, of guard,theft,kills,concurrency,fallbacks,throughput,unprivileged,lifecycle (default: all)")
+	flagBench    = flag.Bool("bench", false, "run only the throughput comparison (direct, kernel, splice) and print its table and goals, as make bench's rows")
+	flagRounds   = flag.Int("rounds", 0, "throughput rounds, each a download and an upload on every path (default 1, with -bench 3)")
+	flagDownMiB  = flag.Int("download-mib", 1024, "size of the throughput download, MiB")
+	flagUpMiB    = flag.Int("upload-mib", 256, "size of the throughput upload, MiB")
+	flagSessions = flag.Int("sessions", 200, "sessions of the concurrency case: each holds a PASV, all download at once, then each once more")
+)
+
+// Ports and ranges, all inside the run's own namespaces.
+const (
+	serverPort = 21 // vsftpd on 10.20.0.2 and, IPv6 only, on fd00:20::2
+
+	proxyPort    = 2141 // proxy A: --data-path kernel, guard on, table ftpproxy
+	v6Port       = 2142 // a kernel proxy in front of the IPv6 vsftpd
+	pphPort      = 2143 // a kernel proxy with --proxy-protocol-from
+	lifePort     = 2144 // the lifecycle case's proxy, table ftpproxy
+	kernPort     = 2145 // throughput: kernel, guard off
+	splicePort   = 2146 // throughput: splice
+	unprivPort   = 30021
+	healthA      = "127.0.0.1:2149"
+	health6      = "127.0.0.1:2150"
+	healthPPH    = "127.0.0.1:2151"
+	healthKern   = "127.0.0.1:2152"
+	healthSplice = "127.0.0.1:2153"
+	healthLife   = "127.0.0.1:2154"
+
+	rangeA      = "24000-24399" // 400 ports: 200 sessions at once, and more
+	activeA     = "24400-24449"
+	range6      = "24500-24549"
+	rangePPH    = "24600-24649"
+	rangeLife   = "24700-24749"
+	rangeKern   = "25000-25049"
+	rangeSplice = "25100-25149"
+	rangeUnpriv = "31000-31049"
+
+	defaultTable = "ftpproxy"
+	table6       = "ftpkrn6"
+	tablePPH     = "ftpkrnpph"
+	tableKern    = "ftpkrnbench"
+	tableUnpriv  = "ftpkrnunpriv"
+
+	// The address the PROXY-header client claims for itself.
+	claimedIP = "10.77.0.5"
+)
+
+// The sets of the proxy's table, all of which must be empty when no
+// transfer runs.
+var tableSets = []string{"gate4", "gate6", "keys4", "keys6", "dnat4", "dnat6", "snat4", "snat6", "dead"}
+
+// opLimit bounds one client program run.
+const opLimit = 60 * time.Second
+
+// --- tally -------------------------------------------------------------------
+
+type tally struct {
+	mu                      sync.Mutex
+	passed, failed, skipped int
+	quiet                   bool // -bench: only failures are printed
+}
+
+// run runs one check and prints its PASS or FAIL line.
+func (tl *tally) run(name string, fn func() error) bool {
+	start := time.Now()
+	err := fn()
+	tl.report(name, time.Since(start), err)
+	return err == nil
+}
+
+func (tl *tally) report(name string, d time.Duration, err error) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if err == nil {
+		tl.passed++
+		if !tl.quiet {
+			fmt.Printf("PASS %s %.2fs\n", name, d.Seconds())
+		}
+		return
+	}
+	tl.failed++
+	fmt.Printf("FAIL %s %.2fs\n    %s\n", name, d.Seconds(), strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n    "))
+}
+
+// skip prints a SKIP line; it counts neither as passed nor as failed.
+func (tl *tally) skip(name, reason string) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.skipped++
+	fmt.Printf("SKIP %s: %s\n", name, reason)
+}
+
+// note prints an indented line under the case it belongs to.
+func (tl *tally) note(format string, args ...any) {
+	if !tl.quiet {
+		fmt.Printf("    "+format+"\n", args...)
+	}
+}
+
+// --- suite -------------------------------------------------------------------
+
+type suite struct {
+	ctx      context.Context
+	topo     *peers.Topology
+	tl       *tally
+	work     string
+	peers    string
+	pyclient string
+
+	srv, srv6 *peers.Server
+	x         peers.File   // x.bin, 4 MiB, on both servers
+	xup       peers.File   // xup.bin, 4 MiB, local: uploads
+	mid       peers.File   // mid.bin, 64 MiB, on srv: slow and killed transfers
+	small     []peers.File // s<i>.bin, 64 KiB to 1 MiB, on srv: the concurrency case
+	big, up   peers.File   // throughput: big.bin on srv, up.bin local
+	pki       *peers.PKI
+
+	a       *proxyRun // proxy A, started by the first case that needs it
+	aErr    error
+	proxies []*proxyRun // every proxy started, stopped at the end
+}
+
+func TestKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), *flagBudget)
+	defer cancel()
+	tl := &tally{quiet: *flagBench}
+	start := time.Now()
+	defer func() {
+		if *flagBench {
+			fmt.Printf("kernel bench: done in %.0f s\n", time.Since(start).Seconds())
+			if tl.failed > 0 {
+				t.Fail()
+			}
+			return
+		}
+		fmt.Printf("kernel: suite took %.1fs\n", time.Since(start).Seconds())
+		fmt.Printf("kernel: %d passed, %d failed\n", tl.passed, tl.failed)
+		if tl.failed > 0 || tl.passed == 0 {
+			t.Fail()
+		}
+	}()
+	prefix := *flagPrefix
+	if prefix == "" {
+		prefix = fmt.Sprintf("ftpkrn-%d", os.Getpid())
+	}
+	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	defer s.topo.Destroy()
+	defer s.teardown() // before the namespaces go
+	if err := s.setup(); err != nil {
+		tl.report("setup", 0, err)
+		return
+	}
+	if *flagBench {
+		s.caseThroughput()
+		return
+	}
+	cases := []struct {
+		name string
+		run  func()
+	}{
+		{"guard", s.caseGuard}, {"theft", s.caseTheft}, {"kills", s.caseKills},
+		{"concurrency", s.caseConcurrency}, {"fallbacks", s.caseFallbacks},
+		{"throughput", s.caseThroughput}, {"unprivileged", s.caseUnprivileged},
+		{"lifecycle", s.caseLifecycle},
+	}
+	want := map[string]bool{}
+	for _, c := range strings.Split(*flagCases, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			want[c] = true
+		}
+	}
+	all := len(want) == 0
+	for _, c := range cases {
+		if all || want[c.name] {
+			delete(want, c.name)
+			if s.ctx.Err() != nil {
+				tl.report(c.name, 0, fmt.Errorf("not run: the suite's -budget %s is spent", *flagBudget))
+				continue
+			}
+			c.run()
+		}
+	}
+	for c := range want {
+		tl.report("cases", 0, fmt.Errorf("-cases: no case %q", c))
+	}
+}
+
+// setup builds the topology, loads the router's NAT, starts the servers
+// and writes the files.
+func (s *suite) setup() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root for network namespaces and nftables")
+	}
+	for _, tool := range []string{"ip", "nft", "curl", "python3", "setpriv", "getconf"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (interop/install-peers.sh installs it)", tool)
+		}
+	}
+	var err error
+	if s.peers, err = filepath.Abs(*flagPeers); err != nil {
+		return err
+	}
+	if s.pyclient, err = filepath.Abs(*flagPyClient); err != nil {
+		return err
+	}
+	bin, err := filepath.Abs(*flagProxyBin)
+	if err != nil {
+		return err
+	}
+	*flagProxyBin = bin
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("ftpproxy binary: %w", err)
+	}
+	if err := s.topo.Build(s.ctx); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	if err := s.topo.Nft(s.ctx, nsRtr, routerRules); err != nil {
+		return fmt.Errorf("the kernel refused the router's nftables NAT (masquerade): %w", err)
+	}
+	if s.work, err = workDir(); err != nil {
+		return err
+	}
+	if !*flagBench {
+		fmt.Printf("kernel: namespaces %s-{cli,rtr,pxy,srv,in,thief}, work directory %s\n", s.topo.Prefix, s.work)
+	}
+	start := func(host string, lo, hi int) (*peers.Server, error) {
+		var srv *peers.Server
+		err := s.topo.In(nsSrv, func() error {
+			var err error
+			srv, err = peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, serverPort, peers.PassivePorts(lo, hi))
+			return err
+		})
+		return srv, err
+	}
+	if s.srv, err = start(srvIP, 20000, 20499); err != nil {
+		return fmt.Errorf("vsftpd on %s: %w", srvIP, err)
+	}
+	if *flagBench || s.wants("throughput") {
+		if s.big, err = writeRandom(s.srv.Path("big.bin"), int64(*flagDownMiB)<<20, 10); err != nil {
+			return err
+		}
+		if s.up, err = writeRandom(filepath.Join(s.work, "up.bin"), int64(*flagUpMiB)<<20, 11); err != nil {
+			return err
+		}
+	}
+	if *flagBench {
+		return nil
+	}
+	if s.srv6, err = start(srv6, 20500, 20549); err != nil {
+		return fmt.Errorf("IPv6-only vsftpd on %s: %w", srv6, err)
+	}
+	if s.x, err = writeRandom(s.srv.Path("x.bin"), 4<<20, 1); err != nil {
+		return err
+	}
+	if _, err = writeRandom(s.srv6.Path("x.bin"), 4<<20, 1); err != nil {
+		return err
+	}
+	if s.xup, err = writeRandom(filepath.Join(s.work, "xup.bin"), 4<<20, 2); err != nil {
+		return err
+	}
+	if s.mid, err = writeRandom(s.srv.Path("mid.bin"), 64<<20, 3); err != nil {
+		return err
+	}
+	for i := range 8 {
+		size := int64(64<<10) << (i % 5) // 64 KiB to 1 MiB
+		size += int64(i) * 4099          // and lengths that are not round
+		f, err := writeRandom(s.srv.Path(fmt.Sprintf("s%d.bin", i)), size, uint64(20+i))
+		if err != nil {
+			return err
+		}
+		s.small = append(s.small, f)
+	}
+	if s.pki, err = peers.MakeTestPKI(filepath.Join(s.work, "pki"), pxyWanIP, pxyInIP); err != nil {
+		return fmt.Errorf("test CA: %w", err)
+	}
+	return nil
+}
+
+// wants reports whether -cases selects the case.
+func (s *suite) wants(name string) bool {
+	if *flagCases == "" {
+		return true
+	}
+	for _, c := range strings.Split(*flagCases, ",") {
+		if strings.TrimSpace(c) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// workDir makes the work directory: on /dev/shm when it has room, so
+// that the throughput files live in memory and no disk is measured.
+func workDir() (string, error) {
+	if *flagWork != "" {
+		if err := os.MkdirAll(*flagWork, 0o755); err != nil {
+			return "", err
+		}
+		return *flagWork, os.Chmod(*flagWork, 0o755)
+	}
+	base := os.TempDir()
+	need := uint64(*flagDownMiB+3**flagUpMiB+512) << 20
+	var st syscall.Statfs_t
+	if syscall.Statfs("/dev/shm", &st) == nil && st.Bavail*uint64(st.Bsize) > need {
+		base = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(base, "ftpkrn-")
+	if err != nil {
+		return "", err
+	}
+	// The servers' session account must enter it.
+	return dir, os.Chmod(dir, 0o755)
+}
+
+func (s *suite) teardown() {
+	for i := len(s.proxies) - 1; i >= 0; i-- {
+		s.proxies[i].Stop()
+	}
+	for _, srv := range []*peers.Server{s.srv, s.srv6} {
+		if srv != nil {
+			srv.Stop()
+		}
+	}
+	if !*flagKeep {
+		// The throughput files go even when the rest stays for a look:
+		// a failed run must not leave a GiB in /dev/shm.
+		for _, f := range []peers.File{s.big, s.up} {
+			if f.Path != "" {
+				os.Remove(f.Path)
+			}
+		}
+	}
+	if s.work != "" && !*flagKeep && s.tl.failed == 0 && *flagWork == "" {
+		os.RemoveAll(s.work)
+	} else if s.work != "" {
+		fmt.Printf("kernel: work directory kept: %s\n", s.work)
+	}
+}
+
+// writeRandom writes size pseudo-random bytes (ChaCha8 from seed) to path
+// and returns the file with its sha256.
+func writeRandom(path string, size int64, seed uint64) (peers.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return peers.File{}, err
+	}
+	defer f.Close()
+	var key [32]byte
+	copy(key[:], fmt.Sprintf("ftpkrn-%d", seed))
+	r := rand.NewChaCha8(key)
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		r.Read(buf[:n])
+		if _, err := f.Write(buf[:n]); err != nil {
+			return peers.File{}, err
+		}
+		h.Write(buf[:n])
+		left -= n
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return peers.File{}, err
+	}
+	return peers.File{Name: filepath.Base(path), Path: path, Size: size, Sum: hex.EncodeToString(h.Sum(nil))}, f.Close()
+}
+
+// --- proxies -----------------------------------------------------------------
+
+// proxySpec is how to start one ftpproxy in the proxy's namespace.
+type proxySpec struct {
+	name     string
+	bin      string // default -ftpproxy
+	listen   string // the first --listen, which the start-up check dials
+	more     []string
+	upstream string
+	ports    string
+	health   string
+	probe    string // the start-up check's source address
+	args     []string
+}
+
+// proxyRun is one ftpproxy started by the suite.
+type proxyRun struct {
+	*peers.Proxy
+	name   string
+	health string
+}
+
+// startProxy starts ftpproxy in the proxy's namespace with a JSON debug
+// log in the work directory.
+func (s *suite) startProxy(sp proxySpec) (*proxyRun, error) {
+	var args []string
+	for _, l := range sp.more {
+		args = append(args, "--listen", l)
+	}
+	if sp.health != "" {
+		args = append(args, "--health", sp.health)
+	}
+	args = append(args, "--drain-timeout", "2s", "--dial-timeout", "5s", "--data-accept-timeout", "15s")
+	bin := sp.bin
+	if bin == "" {
+		bin = *flagProxyBin
+	}
+	cfg := peers.ProxyConfig{
+		Bin:          bin,
+		Listen:       sp.listen,
+		Upstream:     sp.upstream,
+		PassivePorts: sp.ports,
+		LogPath:      filepath.Join(s.work, "ftpproxy-"+sp.name+".log"),
+		Args:         append(args, sp.args...),
+		ProbeSource:  sp.probe,
+	}
+	var px *peers.Proxy
+	err := s.topo.In(nsPxy, func() error {
+		var err error
+		px, err = peers.StartProxy(s.ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &proxyRun{Proxy: px, name: sp.name, health: sp.health}
+	s.proxies = append(s.proxies, p)
+	return p, nil
+}
+
+// proxyA starts proxy A once: --data-path kernel with the forward guard
+// on and the default table, on the public address, the inside net and the
+// inside net's IPv6 address, in front of the IPv4 vsftpd, with a
+// certificate for FTPS (--client-tls allow) and an active range.
+func (s *suite) proxyA() (*proxyRun, error) {
+	if s.a != nil || s.aErr != nil {
+		return s.a, s.aErr
+	}
+	cert, key, err := s.pki.Issue("proxy-a", pxyWanIP, pxyInIP)
+	if err != nil {
+		s.aErr = err
+		return nil, err
+	}
+	s.a, s.aErr = s.startProxy(proxySpec{
+		name:     "a",
+		listen:   hostPort(pxyWanIP, proxyPort),
+		more:     []string{hostPort(pxyInIP, proxyPort), hostPort(pxyIn6, proxyPort)},
+		upstream: hostPort(srvIP, serverPort),
+		ports:    rangeA,
+		health:   healthA,
+		args: []string{"--data-path", "kernel", "--active-ports", activeA,
+			"--tls-cert", cert, "--tls-key", key, "--client-tls", "allow"},
+	})
+	return s.a, s.aErr
+}
+
+// stopA stops proxy A, if it runs: its forward guard would keep the
+// direct comparison from reaching the server.
+func (s *suite) stopA() {
+	if s.a != nil {
+		s.a.Stop()
+		s.a, s.aErr = nil, nil
+	}
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// log returns the proxy's log so far.
+func (p *proxyRun) log() string {
+	b, _ := os.ReadFile(p.LogPath)
+	return string(b)
+}
+
+// logSize is the length of the proxy's log now: where the lines of what
+// follows start.
+func (p *proxyRun) logSize() int64 {
+	fi, err := os.Stat(p.LogPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// withLog adds the tail of the proxy's log to a failure.
+func (p *proxyRun) withLog(err error) error {
+	if err == nil || p == nil {
+		return err
+	}
+	return fmt.Errorf("%w\nproxy log %s (tail):\n%s", err, p.LogPath, peers.Tail(p.log(), 2500))
+}
+
+// logLine is one JSON line of a proxy's log.
+type logLine map[string]any
+
+func (l logLine) str(k string) string {
+	v, _ := l[k].(string)
+	return v
+}
+
+func (l logLine) num(k string) int64 {
+	v, _ := l[k].(float64)
+	return int64(v)
+}
+
+// lines returns the JSON lines of the proxy's log from offset on.
+func (p *proxyRun) lines(from int64) []logLine {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil || from > int64(len(b)) {
+		return nil
+	}
+	var out []logLine
+	sc := bufio.NewScanner(bytes.NewReader(b[from:]))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// transfers returns the "transfer" lines from offset on.
+func (p *proxyRun) transfers(from int64) []logLine {
+	var out []logLine
+	for _, l := range p.lines(from) {
+		if l.str("message") == "transfer" && l.str("cmd") != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// waitLine waits up to limit for a line from offset on that match
+// accepts, and returns it.
+func (p *proxyRun) waitLine(from int64, limit time.Duration, what string, match func(logLine) bool) (logLine, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		for _, l := range p.lines(from) {
+			if match(l) {
+				return l, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no %s in the proxy's log within %s", what, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// count is how many lines of the whole log have the message.
+func (p *proxyRun) count(message string) int {
+	n := 0
+	for _, l := range p.lines(0) {
+		if strings.Contains(l.str("message"), message) {
+			n++
+		}
+	}
+	return n
+}
+
+// allKernel checks that each transfer line says the kernel carried it,
+// with conntrack's counts, and that there are want of them (want < 0: any
+// number but none).
+func allKernel(ts []logLine, want int) error {
+	if want >= 0 && len(ts) != want {
+		return fmt.Errorf("%d transfer lines in the proxy's log, want %d", len(ts), want)
+	}
+	if len(ts) == 0 {
+		return errors.New("no transfer line in the proxy's log")
+	}
+	for _, l := range ts {
+		if l.str("data_path") != "kernel" || l.str("counted_by") != "conntrack" {
+			b, _ := json.Marshal(l)
+			return fmt.Errorf("a transfer line without \"data_path\":\"kernel\",\"counted_by\":\"conntrack\": %s", b)
+		}
+		if e := l.str("error"); e != "" {
+			b, _ := json.Marshal(l)
+			return fmt.Errorf("a transfer line with an error: %s", b)
+		}
+	}
+	return nil
+}
+
+// metrics reads a health endpoint's /metrics from the proxy's namespace:
+// every sample, keyed by its name and labels as written.
+func (s *suite) metrics(health string) (map[string]float64, error) {
+	var body string
+	err := s.topo.In(nsPxy, func() error {
+		c, err := net.DialTimeout("tcp", health, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: health\r\n\r\n"); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		_, body, _ = strings.Cut(string(b), "\r\n\r\n")
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics from %s: %w", health, err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, nil
+}
+
+// dataPaths reads ftpproxy_data_path_total by path.
+func (s *suite) dataPaths(health string) (map[string]float64, error) {
+	m, err := s.metrics(health)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for k, v := range m {
+		if rest, ok := strings.CutPrefix(k, `ftpproxy_data_path_total{path="`); ok {
+			out[strings.TrimSuffix(rest, `"}`)] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no ftpproxy_data_path_total on %s/metrics", health)
+	}
+	return out, nil
+}
+
+// grew checks that ftpproxy_data_path_total grew by want for path and
+// stayed for every other path.
+func grew(before, after map[string]float64, path string, want float64) error {
+	var diffs []string
+	ok := true
+	for k, v := range after {
+		d := v - before[k]
+		if d != 0 {
+			diffs = append(diffs, fmt.Sprintf("%s +%g", k, d))
+		}
+		if (k == path && d != want) || (k != path && d != 0) {
+			ok = false
+		}
+	}
+	sort.Strings(diffs)
+	if !ok {
+		return fmt.Errorf("ftpproxy_data_path_total changed by {%s}, want %s +%g alone", strings.Join(diffs, ", "), path, want)
+	}
+	return nil
+}
+
+// --- nftables and conntrack in the proxy's namespace -------------------------
+
+// nftState is what nft shows of a table: whether it exists, its chains,
+// and the elements of each of its sets and maps. It is read with `nft -j
+// list chains`, `list sets`, `list maps` and `list map`/`list set` for
+// each: `nft list tables`, `list table` and `list ruleset` abort (nft
+// 1.0.6, "netlink_parse_concat_expr: Assertion `consumed > 0' failed")
+// on the rules of the proxy's prerouting chain; caseGuard reports that.
+type nftState struct {
+	exists bool
+	elems  map[string]int
+	chains []string
+	raw    string
+}
+
+// nftTable reads the table inet NAME in the proxy's namespace: the chains,
+// sets and maps of the family (the table exists if it has one), then each
+// set and map with its elements.
+func (s *suite) nftTable(table string) (nftState, error) {
+	script := "nft -j list chains inet && nft -j list sets inet && nft -j list maps inet"
+	out, err := s.topo.Exec(s.ctx, 10*time.Second, nsPxy, "sh", "-c", script)
+	if err != nil {
+		return nftState{}, err
+	}
+	st := nftState{elems: map[string]int{}}
+	var kinds = map[string]string{}
+	if err := decodeNft(out, func(kind string, v nftObject) {
+		if v.Table != table {
+			return
+		}
+		st.exists = true
+		switch kind {
+		case "chain":
+			st.chains = append(st.chains, v.Name)
+		case "set", "map":
+			kinds[v.Name] = kind
+		}
+	}); err != nil {
+		return nftState{}, err
+	}
+	if !st.exists {
+		return st, nil
+	}
+	var cmds []string
+	for name, kind := range kinds {
+		cmds = append(cmds, fmt.Sprintf("nft -j list %s inet %s %s", kind, table, name))
+	}
+	sort.Strings(cmds)
+	out, err = s.topo.Exec(s.ctx, 10*time.Second, nsPxy, "sh", "-c", strings.Join(cmds, " && "))
+	if err != nil {
+		return nftState{}, err
+	}
+	st.raw = out
+	err = decodeNft(out, func(kind string, v nftObject) {
+		if v.Table == table && (kind == "set" || kind == "map") {
+			st.elems[v.Name] = len(v.Elem)
+		}
+	})
+	return st, err
+}
+
+// nftObject is the part of a set, map, chain or table object of nft's
+// JSON output the suite reads.
+type nftObject struct {
+	Name  string            `json:"name"`
+	Table string            `json:"table"`
+	Elem  []json.RawMessage `json:"elem"`
+}
+
+// decodeNft calls fn for each object of the JSON documents in out (one
+// per nft command).
+func decodeNft(out string, fn func(kind string, v nftObject)) error {
+	dec := json.NewDecoder(strings.NewReader(out))
+	for {
+		var doc struct {
+			Nftables []map[string]json.RawMessage `json:"nftables"`
+		}
+		if err := dec.Decode(&doc); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("nft -j: %w: %s", err, peers.Tail(out, 300))
+		}
+		for _, obj := range doc.Nftables {
+			for kind, body := range obj {
+				var v nftObject
+				if json.Unmarshal(body, &v) == nil {
+					fn(kind, v)
+				}
+			}
+		}
+	}
+}
+
+// describe lists the sets that hold elements.
+func (st nftState) describe() string {
+	var parts []string
+	for _, name := range tableSets {
+		parts = append(parts, fmt.Sprintf("%s %d", name, st.elems[name]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (st nftState) empty() bool {
+	for _, n := range st.elems {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitEmpty waits up to limit for every set and map of the table to be
+// empty (gate4 gate6 keys4 keys6 dnat4 dnat6 snat4 snat6 dead).
+func (s *suite) waitEmpty(table string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	start := time.Now()
+	for {
+		st, err := s.nftTable(table)
+		if err != nil {
+			return err
+		}
+		if !st.exists {
+			return fmt.Errorf("table inet %s does not exist", table)
+		}
+		for _, name := range tableSets {
+			if _, ok := st.elems[name]; !ok {
+				return fmt.Errorf("table inet %s has no set %s", table, name)
+			}
+		}
+		if st.empty() {
+			s.tl.note("table inet %s empty after %s", table, time.Since(start).Round(10*time.Millisecond))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("table inet %s still holds elements %s after the transfer ended: %s\n%s", table, limit, st.describe(), peers.Tail(st.raw, 1500))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ctFlow is a conntrack entry of a flow the kernel data path redirected.
+type ctFlow struct {
+	mark                        uint32
+	orig, reply                 string
+	origDst, replySrc, replyDst string
+	state                       uint8
+	origBytes                   uint64
+	replyBytes                  uint64
+}
+
+func (f ctFlow) String() string {
+	return fmt.Sprintf("mark %#x %s / reply %s, TCP state %d, %d bytes orig, %d bytes reply", f.mark, f.orig, f.reply, f.state, f.origBytes, f.replyBytes)
+}
+
+// ctKernelFlows dumps the conntrack table of the proxy's namespace (what
+// `conntrack -L` shows) and returns the flows with the kernel path's
+// marks, 0x465xxxxx.
+func (s *suite) ctKernelFlows() ([]ctFlow, error) {
+	var out []ctFlow
+	err := s.topo.In(nsPxy, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		flows, err := c.Dump(nil)
+		if err != nil {
+			return err
+		}
+		for _, f := range flows {
+			if f.Mark&0xfff00000 != 0x46500000 {
+				continue
+			}
+			cf := ctFlow{mark: f.Mark,
+				orig: fmt.Sprintf("%s:%d -> %s:%d", f.TupleOrig.IP.SourceAddress, f.TupleOrig.Proto.SourcePort,
+					f.TupleOrig.IP.DestinationAddress, f.TupleOrig.Proto.DestinationPort),
+				reply: fmt.Sprintf("%s:%d -> %s:%d", f.TupleReply.IP.SourceAddress, f.TupleReply.Proto.SourcePort,
+					f.TupleReply.IP.DestinationAddress, f.TupleReply.Proto.DestinationPort),
+				origDst:   f.TupleOrig.IP.DestinationAddress.Unmap().String(),
+				replySrc:  f.TupleReply.IP.SourceAddress.Unmap().String(),
+				replyDst:  f.TupleReply.IP.DestinationAddress.Unmap().String(),
+				origBytes: f.CountersOrig.Bytes, replyBytes: f.CountersReply.Bytes}
+			if f.ProtoInfo.TCP != nil {
+				cf.state = f.ProtoInfo.TCP.State
+			}
+			out = append(out, cf)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// --- processes ---------------------------------------------------------------
+
+var (
+	clkTckOnce sync.Once
+	clkTck     float64
+)
+
+// cpuSeconds is the user and system time of a process so far.
+func cpuSeconds(pid int) (float64, error) {
+	clkTckOnce.Do(func() {
+		clkTck = 100
+		if out, err := exec.Command("getconf", "CLK_TCK").Output(); err == nil {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64); err == nil && v > 0 {
+				clkTck = v
+			}
+		}
+	})
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	// utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	return (ut + st) / clkTck, nil
+}
+
+// descendants returns the PIDs of every process below pid.
+func descendants(pid int) map[int]bool {
+	parent := map[int]int{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		me, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		pp, _ := strconv.Atoi(f[1])
+		parent[me] = pp
+	}
+	out := map[int]bool{}
+	for me := range parent {
+		for p := parent[me]; p > 1; p = parent[p] {
+			if p == pid {
+				out[me] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+// --- clients -----------------------------------------------------------------
+
+// curlResult is one curl run.
+type curlResult struct {
+	out     string // stdout and stderr, or stderr alone when stdout was hashed
+	n       int64  // bytes curl wrote to stdout, when hashed
+	sum     string // their sha256
+	err     error
+	elapsed time.Duration
+	argv    []string
+}
+
+func (r curlResult) failure(what string) error {
+	return fmt.Errorf("%s\n$ %s\nexit: %v after %s\n%s", what, peers.ShellQuote(r.argv), r.err, r.elapsed.Round(time.Millisecond), peers.Tail(r.out, 2000))
+}
+
+// curl runs curl in ns with the test user's login and bounded time; with
+// hash its stdout is hashed (the download's bytes) instead of kept.
+func (s *suite) curl(ns, source string, hash bool, args ...string) curlResult {
+	argv := append([]string{"curl", "-sS", "--max-time", "120", "--connect-timeout", "10",
+		"--interface", source, "--user", peers.User + ":" + peers.Password}, args...)
+	var r curlResult
+	r.argv = argv
+	s.topo.In(ns, func() error {
+		ctx, cancel := context.WithTimeout(s.ctx, 150*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.WaitDelay = 3 * time.Second
+		var errb bytes.Buffer
+		h := sha256.New()
+		cw := &countWriter{w: h}
+		if hash {
+			cmd.Stdout, cmd.Stderr = cw, &errb
+		} else {
+			cmd.Stdout, cmd.Stderr = &errb, &errb
+		}
+		start := time.Now()
+		r.err = cmd.Run()
+		r.elapsed = time.Since(start)
+		r.out = errb.String()
+		r.n, r.sum = cw.n, hex.EncodeToString(h.Sum(nil))
+		if ctx.Err() == context.DeadlineExceeded {
+			r.err = fmt.Errorf("timed out (%v)", r.err)
+		}
+		return nil
+	})
+	return r
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// ftpURL is the URL of path on host:port.
+func ftpURL(host string, port int, path string) string {
+	return "ftp://" + hostPort(host, port) + "/" + path
+}
+
+// roundTrip downloads down.Name and uploads up (as remote) with curl in
+// ns, with extra options, and checks both byte for byte: the download's
+// sha256 as it streams out of curl, the upload's on the server's disk.
+func (s *suite) roundTrip(ns, source, host string, port int, srv *peers.Server, down peers.File, up peers.File, remote string, extra ...string) error {
+	args := append(append([]string{}, extra...), ftpURL(host, port, down.Name))
+	r := s.curl(ns, source, true, args...)
+	if r.err != nil {
+		return r.failure("download failed")
+	}
+	if err := sameSum("download "+down.Name, r.n, r.sum, down); err != nil {
+		return r.failure(err.Error())
+	}
+	args = append(append([]string{}, extra...), "-T", up.Path, ftpURL(host, port, remote))
+	r = s.curl(ns, source, false, args...)
+	if r.err != nil {
+		return r.failure("upload failed")
+	}
+	defer os.Remove(srv.Path(remote))
+	if err := peers.SameContent(srv.Path(remote), up.Size, up.Sum); err != nil {
+		return r.failure("upload: " + err.Error())
+	}
+	return nil
+}
