@@ -836,11 +836,13 @@ func TestTransferCutBySessionEnd(t *testing.T) {
 		}},
 		{"upstream closes its control connection", "upstream gone", func(c *ftpClient, e *proxyEnv, die chan<- struct{}) {
 			close(die)
-			c.Expect(421)
+			c.Expect(426) // the transfer
+			c.Expect(421) // the session
 			c.ExpectEOF()
 		}},
 		{"proxy closes", "proxy shutting down", func(c *ftpClient, e *proxyEnv, die chan<- struct{}) {
 			e.srv.Close()
+			c.Expect(426)
 			c.Expect(421)
 			c.ExpectEOF()
 		}},

@@ -311,7 +311,14 @@ func (s *session) abortSession(reason, reply string) {
 	if s.closing {
 		return
 	}
-	s.writeClientLine(reply)
+	if x := s.transferring(); x != nil {
+		// The transfer the client waits on is over too: its own reply
+		// first (RFC 959: 426), then the session's.
+		x.answered = true
+		s.writeClientReply([]string{replyTransferFailed, reply})
+	} else {
+		s.writeClientLine(reply)
+	}
 	s.end(reason)
 }
 

@@ -103,8 +103,8 @@ func (e *env) drainFinishes() {
 }
 
 // drainCut runs a slow download, signals the proxy once 2 MiB have
-// arrived (twice with second), and expects 421 for the client within
-// about want, and exit status 0.
+// arrived (twice with second), and expects 426 for the transfer and 421
+// for the session within about want, and exit status 0.
 func (e *env) drainCut(name, drain string, second bool, want time.Duration) {
 	if e.filter != nil && !e.filter.MatchString(name) {
 		return
@@ -141,8 +141,18 @@ func (e *env) drainCut(name, drain string, second bool, want time.Duration) {
 		if hookErr != nil {
 			errs = append(errs, hookErr)
 		}
-		if x.code != 421 || !strings.Contains(x.text, "shutting down") {
-			errs = append(errs, fmt.Errorf("client's final reply %q, want 421 shutting down", x.text))
+		// The cut transfer's own reply (426) comes first, then the
+		// session's.
+		last := reply{code: x.code, text: x.text}
+		if x.code == 426 {
+			if r, err := f.read(); err == nil {
+				last = r
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("the transfer's reply %q, want 426 before the 421", x.text))
+		}
+		if last.code != 421 || !strings.Contains(last.text, "shutting down") {
+			errs = append(errs, fmt.Errorf("client's final reply %q, want 421 shutting down", last.text))
 		}
 		if took > want+3*time.Second {
 			errs = append(errs, fmt.Errorf("the 421 came %.1fs after the signal, want about %v", took.Seconds(), want))
