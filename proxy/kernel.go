@@ -100,6 +100,17 @@ wait:
 		case <-f.Established():
 			break wait
 		case c := <-adopted:
+			select {
+			case <-f.Established():
+				// Both at once: the first was redirected, this one is a
+				// second connection.
+				t.s.log.Warn().Str("from", c.RemoteAddr().String()).Uint16("port", t.client.port).Msg("second data connection refused")
+				t.s.cfg.Metrics.dataFailure(dataForeignPeer)
+				c.SetLinger(0)
+				c.Close()
+				break wait
+			default:
+			}
 			t.s.log.Info().Msg("kernel data path: the client's connection was not redirected; relaying it")
 			t.s.cfg.Metrics.dataPath(pathSpliceNotRedir)
 			t.kflow = nil
