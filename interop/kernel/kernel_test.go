@@ -41,7 +41,7 @@ var (
 	flagBudget   = flag.Duration("budget", 4*time.Minute, "time the whole suite may take")
 	flagCases    = flag.String("cases", "", "comma-separated cases to run, of guard,theft,kills,concurrency,fallbacks,throughput,unprivileged,lifecycle (default: all)")
 	flagBench    = flag.Bool("bench", false, "run only the throughput comparison (direct, kernel, splice) and print its table and goals, as make bench's rows")
-	flagRounds   = flag.Int("rounds", 0, "throughput rounds, each a download and an upload on every path (default 1, with -bench 3)")
+	flagRounds   = flag.Int("rounds", 0, "throughput rounds, each a download and an upload on every path (default 1, with -bench 5)")
 	flagDownMiB  = flag.Int("download-mib", 1024, "size of the throughput download, MiB")
 	flagUpMiB    = flag.Int("upload-mib", 256, "size of the throughput upload, MiB")
 	flagSessions = flag.Int("sessions", 200, "sessions of the concurrency case: each holds a PASV, all download at once, then each once more")

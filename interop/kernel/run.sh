@@ -14,7 +14,7 @@
 # whatever still runs in those namespaces and deletes them.
 #
 # Output: one PASS/FAIL (or SKIP) line per case, then "kernel: N passed,
-# N failed". With -bench only the throughput comparison runs (3 rounds
+# N failed". With -bench only the throughput comparison runs (5 rounds
 # unless -rounds says otherwise) and prints its table and goals: the kernel
 # rows of make bench; it fails only if something did not run or a transfer
 # delivered wrong bytes.

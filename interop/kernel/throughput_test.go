@@ -51,7 +51,7 @@ func (s *suite) caseThroughput() {
 	if rounds <= 0 {
 		rounds = 1
 		if *flagBench {
-			rounds = 3
+			rounds = 5
 		}
 	}
 	kern, err := s.startProxy(proxySpec{name: "kern", listen: hostPort(pxyWanIP, kernPort), upstream: hostPort(srvIP, serverPort),
