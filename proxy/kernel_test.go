@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/rs/zerolog"
 
 	"github.com/ftpproxy/ftpproxy/kernelpath"
@@ -381,5 +382,42 @@ func TestKernelPathFallbackActive(t *testing.T) {
 	e.logs.waitFor(t, `"path":"splice_active"`)
 	if strings.Contains(e.logs.String(), `"data_path":"kernel"`) {
 		t.Error("an active-mode transfer was logged as carried by the kernel")
+	}
+}
+
+// TestKernelPathAddFails: a redirect that cannot be added (the table was
+// deleted under the proxy) leaves the transfer to the relay, byte-exact.
+func TestKernelPathAddFails(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	file := randomBytes(t, 1<<20)
+	m := &miniFTP{files: map[string][]byte{"f": file}}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	nft, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nft.DelTable(&nftables.Table{Name: "ftpproxytest", Family: nftables.TableFamilyINet})
+	if err := nft.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialLogin(t, e.addr)
+	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
+	c.Send("RETR f")
+	c.Expect(150)
+	got, err := readAll(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(226)
+	checkSame(t, "RETR", got, file)
+	e.logs.waitFor(t, "kernel data path: redirect not added; relaying this transfer")
+	e.logs.waitFor(t, `"path":"splice_add_failed"`)
+	e.logs.waitFor(t, `"message":"transfer"`, `"cmd":"RETR"`)
+	if strings.Contains(e.logs.String(), `"data_path":"kernel"`) {
+		t.Error("the transfer was logged as carried by the kernel")
 	}
 }
