@@ -179,6 +179,12 @@ func (p *Path) listen() error {
 		ev.Close()
 		return fmt.Errorf("kernelpath: conntrack events: %w", err)
 	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		ev.Close()
+		return nil
+	}
 	p.events = ev
 	p.wg.Go(func() {
 		select {
@@ -199,6 +205,7 @@ func (p *Path) listen() error {
 		case <-p.stop:
 		}
 	})
+	p.mu.Unlock()
 	return nil
 }
 
@@ -221,11 +228,15 @@ func (p *Path) Close(keep bool) error {
 		return nil
 	}
 	p.closed = true
+	events := p.events
 	p.mu.Unlock()
-	close(p.stop)
-	if p.events != nil {
-		p.events.Close()
+	// The event stream first, while dispatch still drains the channel: its
+	// worker may be blocked handing over an event, and closing waits for
+	// it.
+	if events != nil {
+		events.Close()
 	}
+	close(p.stop)
 	p.ct.Close()
 	var err error
 	if !keep {
