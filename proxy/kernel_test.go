@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -420,4 +421,57 @@ func TestKernelPathAddFails(t *testing.T) {
 	if strings.Contains(e.logs.String(), `"data_path":"kernel"`) {
 		t.Error("the transfer was logged as carried by the kernel")
 	}
+}
+
+// TestKernelPathFallbackFamily: an IPv6 client in front of an IPv4
+// server is relayed (the kernel cannot translate), byte-exact.
+func TestKernelPathFallbackFamily(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	file := randomBytes(t, 256<<10)
+	m := &miniFTP{files: map[string][]byte{"f": file}}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{listen: "[::1]:0", config: func(c *proxy.Config) { c.KernelPath = kp }})
+	c := dialLogin(t, e.addr)
+	port := checkEPSVReply(t, e, c.Cmd("EPSV", 229))
+	retrPassive(t, c, netip.AddrPortFrom(netip.MustParseAddr("::1"), port), "f", file)
+	e.logs.waitFor(t, `"path":"splice_family"`)
+	e.logs.waitFor(t, `"message":"transfer"`, `"cmd":"RETR"`)
+	if strings.Contains(e.logs.String(), `"data_path":"kernel"`) {
+		t.Error("an IPv6 client before an IPv4 server was logged as carried by the kernel")
+	}
+	checkNoElements(t, kp)
+}
+
+// TestKernelPathSTAT: STAT during a transfer the kernel carries reports
+// conntrack's count.
+func TestKernelPathSTAT(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	kp := openKernelPath(t)
+	file := randomBytes(t, 1<<20)
+	gate := make(chan struct{})
+	m := &miniFTP{files: map[string][]byte{"f": file}, closeGate: gate}
+	fs := newFakeServer(t, m.serve)
+	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	c := dialLogin(t, e.addr)
+	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
+	c.Send("RETR f")
+	c.Expect(150)
+	got := make([]byte, len(file))
+	dc.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(dc, got); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Cmd("STAT", 213)
+	var n int
+	if _, err := fmt.Sscanf(r.lines[0], "213 Status: RETR in progress, about %d bytes carried by the kernel.", &n); err != nil || n < len(file) {
+		t.Errorf("STAT: %q (%d bytes, %v); want about %d bytes carried by the kernel", r.text(), n, err, len(file))
+	}
+	close(gate)
+	c.Expect(226)
+	checkSame(t, "RETR", got, file)
 }
