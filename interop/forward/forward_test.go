@@ -66,41 +66,12 @@ const (
 // opLimit bounds one client program run.
 const opLimit = 60 * time.Second
 
-// --- tally -------------------------------------------------------------------
-
-type tally struct {
-	mu             sync.Mutex
-	passed, failed int
-}
-
-// run runs one case and prints its PASS or FAIL line.
-func (tl *tally) run(name string, fn func() (note string, err error)) {
-	start := time.Now()
-	note, err := fn()
-	tl.report(name, time.Since(start), note, err)
-}
-
-func (tl *tally) report(name string, d time.Duration, note string, err error) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if err == nil {
-		tl.passed++
-		fmt.Printf("PASS %s %.2fs\n", name, d.Seconds())
-		if note != "" {
-			fmt.Printf("    %s\n", strings.ReplaceAll(note, "\n", "\n    "))
-		}
-		return
-	}
-	tl.failed++
-	fmt.Printf("FAIL %s %.2fs\n    %s\n", name, d.Seconds(), strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n    "))
-}
-
 // --- suite -------------------------------------------------------------------
 
 type suite struct {
 	ctx    context.Context
 	topo   *peers.Topology
-	tl     *tally
+	tl     *peers.Tally
 	work   string
 	peers  string
 	script string
@@ -116,12 +87,10 @@ type suite struct {
 func TestForward(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *flagBudget)
 	defer cancel()
-	tl := &tally{}
+	tl := &peers.Tally{}
 	start := time.Now()
 	defer func() {
-		fmt.Printf("forward: suite took %.1fs\n", time.Since(start).Seconds())
-		fmt.Printf("forward: %d passed, %d failed\n", tl.passed, tl.failed)
-		if tl.failed > 0 || tl.passed == 0 {
+		if !tl.Summary("forward", start) {
 			t.Fail()
 		}
 	}()
@@ -129,19 +98,15 @@ func TestForward(t *testing.T) {
 	if *flagCases != "" {
 		var err error
 		if filter, err = regexp.Compile(*flagCases); err != nil {
-			tl.report("cases", 0, "", fmt.Errorf("-cases: %w", err))
+			tl.Report("cases", 0, fmt.Errorf("-cases: %w", err))
 			return
 		}
 	}
-	prefix := *flagPrefix
-	if prefix == "" {
-		prefix = fmt.Sprintf("ftpfwd-%d", os.Getpid())
-	}
-	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	s := &suite{ctx: ctx, topo: newTopo(peers.NetnsPrefix(*flagPrefix, "ftpfwd")), tl: tl}
 	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	if err := s.setup(); err != nil {
-		tl.report("setup", time.Since(start), "", err)
+		tl.Report("setup", time.Since(start), err)
 		return
 	}
 
@@ -168,7 +133,7 @@ func TestForward(t *testing.T) {
 		return out
 	}
 	for _, c := range selected(sequential) {
-		tl.run(c.name, c.run)
+		tl.RunNote(c.name, c.run)
 	}
 	work := make(chan tcase)
 	var wg sync.WaitGroup
@@ -177,7 +142,7 @@ func TestForward(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				tl.run(c.name, c.run)
+				tl.RunNote(c.name, c.run)
 			}
 		}()
 	}
@@ -187,7 +152,7 @@ func TestForward(t *testing.T) {
 	close(work)
 	wg.Wait()
 	if !*flagDirect {
-		s.tl.run("proxy/exit", s.stopProxies)
+		s.tl.RunNote("proxy/exit", s.stopProxies)
 	}
 }
 
@@ -215,40 +180,21 @@ type tcase struct {
 // setup builds the topology, starts the servers, the traps and the
 // proxies and writes the files.
 func (s *suite) setup() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root for network namespaces and the servers")
+	if err := peers.Preflight("network namespaces and the servers", "ip", "curl", "lftp", "python3"); err != nil {
+		return err
 	}
-	for _, tool := range []string{"ip", "curl", "lftp", "python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found (interop/install-peers.sh installs it)", tool)
-		}
+	s.peers, s.script = *flagPeers, *flagScript
+	if err := peers.AbsPaths(&s.peers, &s.script); err != nil {
+		return err
 	}
 	var err error
-	if s.peers, err = filepath.Abs(*flagPeers); err != nil {
+	if s.bin, err = peers.ProxyBinary(*flagProxyBin); err != nil {
 		return err
-	}
-	if s.script, err = filepath.Abs(*flagScript); err != nil {
-		return err
-	}
-	if s.bin, err = filepath.Abs(*flagProxyBin); err != nil {
-		return err
-	}
-	if _, err := os.Stat(s.bin); err != nil {
-		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
 	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
-	s.work = *flagWork
-	if s.work == "" {
-		if s.work, err = os.MkdirTemp("", "ftpfwd-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(s.work, 0o755); err != nil {
-		return err
-	}
-	// The servers run sessions as "daemon", which must enter it.
-	if err := os.Chmod(s.work, 0o755); err != nil {
+	if s.work, err = peers.WorkDir(*flagWork, "", "ftpfwd-"); err != nil {
 		return err
 	}
 	fmt.Printf("forward: namespaces %s-{cli,pxy,srv}, work directory %s\n", s.topo.Prefix, s.work)
@@ -257,13 +203,9 @@ func (s *suite) setup() error {
 		lo, hi, _ := strings.Cut(pasv, "-")
 		l, _ := strconv.Atoi(lo)
 		h, _ := strconv.Atoi(hi)
-		var srv *peers.Server
-		err := s.topo.In(nsSrv, func() error {
-			var err error
-			srv, err = peers.StartServer(s.ctx, kind, s.peers, s.work, host, serverPort, peers.PassivePorts(l, h))
-			return err
+		return peers.Within(s.topo, nsSrv, func() (*peers.Server, error) {
+			return peers.StartServer(s.ctx, kind, s.peers, s.work, host, serverPort, peers.PassivePorts(l, h))
 		})
-		return srv, err
 	}
 	if s.vsftpd, err = start(peers.Vsftpd, vsftpdIP, vsftpdPasv); err != nil {
 		return fmt.Errorf("vsftpd on %s: %w", vsftpdIP, err)
@@ -349,11 +291,7 @@ func (s *suite) teardown() {
 			srv.Stop()
 		}
 	}
-	if s.work != "" && !*flagKeep && s.tl.failed == 0 && *flagWork == "" {
-		os.RemoveAll(s.work)
-	} else if s.work != "" {
-		fmt.Printf("forward: work directory kept: %s\n", s.work)
-	}
+	peers.CleanWorkDir("forward", s.work, !*flagKeep && s.tl.Failed() == 0 && *flagWork == "")
 }
 
 // stopProxies stops both proxies; each must exit 0 on SIGTERM.
@@ -624,15 +562,15 @@ func (s *suite) rawCases() []tcase {
 			if err != nil {
 				return "", px.withLog(err, off)
 			}
-			defer f.close()
+			defer f.Close()
 			steps := slices.Concat(c.steps, []step{{"PWD", 2}, {"QUIT", 2}})
 			for _, st := range steps {
-				code, text, err := f.cmd(st.cmd)
+				code, text, err := f.Cmd(st.cmd)
 				if err != nil || code/100 != st.class {
-					return "", px.withLog(fmt.Errorf("%s: got %d %q (%v), want %dxx\ntranscript:\n%s", st.cmd, code, text, err, st.class, f.transcript.String()), off)
+					return "", px.withLog(fmt.Errorf("%s: got %d %q (%v), want %dxx\ntranscript:\n%s", st.cmd, code, text, err, st.class, f.Transcript.String()), off)
 				}
 				if st.cmd == "PWD" && !strings.Contains(text, `"/"`) {
-					return "", fmt.Errorf("PWD: %q, want the server's chroot \"/\"\ntranscript:\n%s", text, f.transcript.String())
+					return "", fmt.Errorf("PWD: %q, want the server's chroot \"/\"\ntranscript:\n%s", text, f.Transcript.String())
 				}
 			}
 			return "", nil
@@ -655,15 +593,15 @@ func (s *suite) trapControlCase() tcase {
 		if err != nil {
 			return "", s.auth.withLog(err, off)
 		}
-		defer f.close()
+		defer f.Close()
 		for _, st := range append(proxyLogin(), userAtHost(trapIP)...) {
-			code, text, err := f.cmd(st.cmd)
+			code, text, err := f.Cmd(st.cmd)
 			if err != nil || code/100 != st.class {
-				return "", s.auth.withLog(fmt.Errorf("%s: got %d %q (%v), want %dxx\ntranscript:\n%s", st.cmd, code, text, err, st.class, f.transcript.String()), off)
+				return "", s.auth.withLog(fmt.Errorf("%s: got %d %q (%v), want %dxx\ntranscript:\n%s", st.cmd, code, text, err, st.class, f.Transcript.String()), off)
 			}
 		}
 		if !waitFor(2*time.Second, func() bool { return t.count() > before }) {
-			return "", s.auth.withLog(fmt.Errorf("the trap %s counted no connection\ntranscript:\n%s", t.name, f.transcript.String()), off)
+			return "", s.auth.withLog(fmt.Errorf("the trap %s counted no connection\ntranscript:\n%s", t.name, f.Transcript.String()), off)
 		}
 		return "", nil
 	}}
@@ -671,14 +609,8 @@ func (s *suite) trapControlCase() tcase {
 
 // dialFrom opens a control connection to addr from the client namespace's
 // address source.
-func (s *suite) dialFrom(source, addr string) (*ctrl, error) {
-	var f *ctrl
-	err := s.topo.In(nsCli, func() error {
-		var err error
-		f, err = dialCtrl(addr, source)
-		return err
-	})
-	return f, err
+func (s *suite) dialFrom(source, addr string) (*peers.Ctrl, error) {
+	return peers.Within(s.topo, nsCli, func() (*peers.Ctrl, error) { return dialCtrl(addr, source) })
 }
 
 // --- refusals ------------------------------------------------------------------
@@ -774,14 +706,14 @@ func (s *suite) deny(c denyCase) (string, error) {
 	if err != nil {
 		return "", c.px.withLog(err, off)
 	}
-	defer f.close()
+	defer f.Close()
 	fail := func(format string, args ...any) (string, error) {
 		err := fmt.Errorf(format, args...)
-		return "", c.px.withLog(fmt.Errorf("%w\ntranscript:\n%s", err, f.transcript.String()), off)
+		return "", c.px.withLog(fmt.Errorf("%w\ntranscript:\n%s", err, f.Transcript.String()), off)
 	}
 	var refusal string
 	for i, line := range c.steps {
-		code, text, err := f.cmd(line)
+		code, text, err := f.Cmd(line)
 		if err != nil {
 			return fail("%s: %v", line, err)
 		}
@@ -835,11 +767,11 @@ func (s *suite) deny(c denyCase) (string, error) {
 
 	// Then: closed, or usable (or, for a client the proxy refuses
 	// altogether, refused again).
-	if f.closed(500 * time.Millisecond) {
+	if f.Closed(500 * time.Millisecond) {
 		return note + " | then: the proxy closed the session", nil
 	}
 	for i, line := range c.retry {
-		code, text, err := f.cmd(line)
+		code, text, err := f.Cmd(line)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "reset") {
 				return note + fmt.Sprintf(" | then: the proxy closed the session at %q", line), nil
@@ -862,7 +794,7 @@ func (s *suite) deny(c denyCase) (string, error) {
 			if code != 230 {
 				return fail("after the refusal, %s: got %d, want 230", line, code)
 			}
-			f.cmd("QUIT")
+			f.Cmd("QUIT")
 			return note + " | then: the session logged in to the real server", nil
 		}
 	}
@@ -985,17 +917,17 @@ func (s *suite) pipelinedCases() []tcase {
 			if err != nil {
 				return "", px.withLog(err, off)
 			}
-			defer f.close()
+			defer f.Close()
 			batch := strings.Join(c.lines, "\r\n") + "\r\n"
-			fmt.Fprintf(&f.transcript, "-> (one write) %q\n", batch)
-			f.c.SetWriteDeadline(time.Now().Add(writeLimit))
-			if _, err := f.c.Write([]byte(batch)); err != nil {
+			fmt.Fprintf(&f.Transcript, "-> (one write) %q\n", batch)
+			f.Conn.SetWriteDeadline(time.Now().Add(writeLimit))
+			if _, err := f.Conn.Write([]byte(batch)); err != nil {
 				return "", px.withLog(err, off)
 			}
 			for i, want := range c.codes {
-				code, _, err := f.reply()
+				code, _, err := f.Reply()
 				if err != nil || code != want {
-					return "", px.withLog(fmt.Errorf("reply %d (to %s): got %d (%v), want %d\ntranscript:\n%s", i+1, firstWord(c.lines[i]), code, err, want, f.transcript.String()), off)
+					return "", px.withLog(fmt.Errorf("reply %d (to %s): got %d (%v), want %d\ntranscript:\n%s", i+1, firstWord(c.lines[i]), code, err, want, f.Transcript.String()), off)
 				}
 			}
 			return "", nil

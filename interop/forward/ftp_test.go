@@ -4,14 +4,13 @@ package forward
 
 import (
 	"bufio"
-	"errors"
-	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ftpproxy/ftpproxy/interop/peers"
 )
 
 // Bounds of the raw client's and the traps' network operations.
@@ -21,93 +20,14 @@ const (
 	writeLimit = 5 * time.Second
 )
 
-// ctrl is a minimal FTP control connection for the cases the client
-// programs cannot make: a raw login and the refusals. Its socket lives in
-// the namespace of the goroutine that dialled; reads and writes may happen
-// anywhere. Every read and write is under a deadline.
-type ctrl struct {
-	c          net.Conn
-	r          *bufio.Reader
-	transcript strings.Builder
-}
-
 // dialCtrl connects from source to addr and reads the greeting, which must
-// be a 220.
-func dialCtrl(addr, source string) (*ctrl, error) {
-	d := net.Dialer{Timeout: dialLimit, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	f := &ctrl{c: c, r: bufio.NewReader(c)}
-	code, _, err := f.reply()
-	if err != nil || code != 220 {
-		c.Close()
-		return nil, fmt.Errorf("greeting from %s: %d %v\n%s", addr, code, err, f.transcript.String())
-	}
-	return f, nil
+// be a 220, for the cases the client programs cannot make: a raw login and
+// the refusals. Each reply is awaited replyLimit; the transcript of the
+// session goes into the failures. Its socket lives in the namespace of the
+// goroutine that dialled; reads and writes may happen anywhere.
+func dialCtrl(addr, source string) (*peers.Ctrl, error) {
+	return peers.DialCtrl(addr, source, replyLimit)
 }
-
-// reply reads one reply, a multi-line one whole (RFC 959 section 4.2),
-// within replyLimit. text holds its lines joined with "\n".
-func (f *ctrl) reply() (code int, text string, err error) {
-	f.c.SetReadDeadline(time.Now().Add(replyLimit))
-	var lines []string
-	first := ""
-	for {
-		line, err := f.r.ReadString('\n')
-		if err != nil {
-			return 0, strings.Join(lines, "\n"), err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		fmt.Fprintf(&f.transcript, "<- %s\n", line)
-		lines = append(lines, line)
-		if first == "" {
-			if len(line) < 4 {
-				return 0, line, fmt.Errorf("short reply line %q", line)
-			}
-			first = line[:3]
-			if line[3] != '-' {
-				break
-			}
-			continue
-		}
-		if strings.HasPrefix(line, first+" ") {
-			break
-		}
-	}
-	code, err = strconv.Atoi(first)
-	return code, strings.Join(lines, "\n"), err
-}
-
-// cmd sends one command line and reads its reply.
-func (f *ctrl) cmd(line string) (int, string, error) {
-	fmt.Fprintf(&f.transcript, "-> %s\n", line)
-	f.c.SetWriteDeadline(time.Now().Add(writeLimit))
-	if _, err := io.WriteString(f.c, line+"\r\n"); err != nil {
-		return 0, "", err
-	}
-	return f.reply()
-}
-
-// closed reports whether the peer has closed the connection: a read that
-// ends in EOF (or a reset) within limit, with nothing before it.
-func (f *ctrl) closed(limit time.Duration) bool {
-	f.c.SetReadDeadline(time.Now().Add(limit))
-	var b [1]byte
-	n, err := f.r.Read(b[:])
-	if n > 0 {
-		f.r.UnreadByte()
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
-
-func (f *ctrl) close() { f.c.Close() }
 
 // trap is a listener on a destination the proxy must never dial. It
 // counts every connection it accepts and, so that a proxy that did dial

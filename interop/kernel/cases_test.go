@@ -29,23 +29,22 @@ import (
 func (s *suite) caseGuard() {
 	direct := hostPort(srvIP, serverPort)
 	if s.a == nil {
-		s.tl.run("guard/direct-reaches-server-without-guard", func() error {
+		s.tl.Run("guard/direct-reaches-server-without-guard", func() error {
 			return s.topo.In(nsCli, func() error {
 				f, err := dialFTP(direct, cliIP)
 				if err != nil {
 					return fmt.Errorf("with no proxy running, %s does not reach %s through the proxy host (the direct comparison cannot work): %w", cliIP, direct, err)
 				}
-				f.close()
+				f.Close()
 				return nil
 			})
 		})
 	}
-	a, err := s.proxyA()
-	if err != nil {
-		s.tl.report("guard/proxy", 0, err)
+	a := s.proxyA("guard")
+	if a == nil {
 		return
 	}
-	s.tl.run("guard/table-exists", func() error {
+	s.tl.Run("guard/table-exists", func() error {
 		st, err := s.nftTable(defaultTable)
 		if err != nil {
 			return err
@@ -64,12 +63,12 @@ func (s *suite) caseGuard() {
 		if a.count("kernel data path on") != 1 {
 			return a.withLog(errors.New(`no "kernel data path on" line in the proxy's log`))
 		}
-		s.tl.note("table inet ftpproxy: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
+		s.tl.Note("table inet ftpproxy: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
 		return nil
 	})
 	// An operator, or a tool on the host, lists the ruleset: the proxy's
 	// table must not make that fail.
-	s.tl.run("guard/nft-list-ruleset", func() error {
+	s.tl.Run("guard/nft-list-ruleset", func() error {
 		out, err := s.topo.Exec(s.ctx, 10*time.Second, nsPxy, "nft", "list", "ruleset")
 		if err != nil {
 			v, _ := s.topo.Exec(s.ctx, 10*time.Second, nsPxy, "nft", "--version")
@@ -80,7 +79,7 @@ func (s *suite) caseGuard() {
 		}
 		return nil
 	})
-	s.tl.run("guard/direct-connection-dropped", func() error {
+	s.tl.Run("guard/direct-connection-dropped", func() error {
 		return s.topo.In(nsCli, func() error {
 			start := time.Now()
 			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(cliIP)}}
@@ -93,16 +92,16 @@ func (s *suite) caseGuard() {
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				return fmt.Errorf("connection to %s: %v; want a time-out (the guard drops, it does not refuse)", direct, err)
 			}
-			s.tl.note("%s -> %s: %v after %s", cliIP, direct, err, time.Since(start).Round(time.Millisecond))
+			s.tl.Note("%s -> %s: %v after %s", cliIP, direct, err, time.Since(start).Round(time.Millisecond))
 			return nil
 		})
 	})
-	s.tl.run("guard/kernel-transfer", func() error {
+	s.tl.Run("guard/kernel-transfer", func() error {
 		before, err := s.dataPaths(healthA)
 		if err != nil {
 			return err
 		}
-		off := a.logSize()
+		off := a.LogSize()
 		if err := s.roundTrip(nsCli, cliIP, pxyWanIP, proxyPort, s.srv, s.x, s.xup, "guard.up", "--ftp-pasv", "--disable-epsv"); err != nil {
 			return a.withLog(err)
 		}
@@ -145,11 +144,25 @@ func (s *suite) caseGuard() {
 			return fmt.Errorf("conntrack holds %d flows with the kernel path's mark from the client to %s and from %s to %s, want the 2 transfers'; flows with such a mark: %v", len(redirected), pxyWanIP, srvIP, pxySrvIP, flows)
 		}
 		for _, f := range redirected {
-			s.tl.note("conntrack: %s", f)
+			s.tl.Note("conntrack: %s", f)
 		}
-		s.tl.note("ftpproxy_data_path_total{path=\"kernel\"} %g -> %g; log: %s %d bytes, %s %d bytes, data_path kernel, counted_by conntrack",
+		s.tl.Note("ftpproxy_data_path_total{path=\"kernel\"} %g -> %g; log: %s %d bytes, %s %d bytes, data_path kernel, counted_by conntrack",
 			before["kernel"], after["kernel"], ts[0].str("cmd"), max(ts[0].num("down"), ts[0].num("up")), ts[1].str("cmd"), max(ts[1].num("down"), ts[1].num("up")))
 		return nil
+	})
+}
+
+// clientSession logs in to proxy A from the client behind the NAT and
+// runs fn with the session, closed when fn returns. The session's sockets
+// live in the client's namespace.
+func (s *suite) clientSession(fn func(f *ftpConn) error) error {
+	return s.topo.In(nsCli, func() error {
+		f, err := dialFTP(hostPort(pxyWanIP, proxyPort), cliIP)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return fn(f)
 	})
 }
 
@@ -159,30 +172,19 @@ func (s *suite) caseGuard() {
 // a second one from the client once its own is established, are refused
 // and logged; the client's transfer is not disturbed.
 func (s *suite) caseTheft() {
-	a, err := s.proxyA()
-	if err != nil {
-		s.tl.report("theft/proxy", 0, err)
+	a := s.proxyA("theft")
+	if a == nil {
 		return
 	}
-	ctrl := hostPort(pxyWanIP, proxyPort)
-	s.tl.run("theft/foreign-address-refused", func() error {
-		off := a.logSize()
-		return a.withLog(s.topo.In(nsCli, func() error {
-			f, err := dialFTP(ctrl, cliIP)
+	s.tl.Run("theft/foreign-address-refused", func() error {
+		off := a.LogSize()
+		return a.withLog(s.clientSession(func(f *ftpConn) error {
+			ap, err := f.PASV()
 			if err != nil {
 				return err
 			}
-			defer f.close()
-			ap, err := f.pasv()
+			how, err := peers.Within(s.topo, nsThief, func() (string, error) { return refused(thiefIP, ap) })
 			if err != nil {
-				return err
-			}
-			var how string
-			if err := s.topo.In(nsThief, func() error {
-				var err error
-				how, err = refused(thiefIP, ap)
-				return err
-			}); err != nil {
 				return err
 			}
 			l, err := a.waitLine(off, 5*time.Second, `"data connection from a foreign address refused" from the thief`, func(l logLine) bool {
@@ -191,48 +193,28 @@ func (s *suite) caseTheft() {
 			if err != nil {
 				return err
 			}
-			dc, err := dialData(cliIP, ap)
-			if err != nil {
-				return err
-			}
-			if err := f.retr(dc, s.x.Name, s.x); err != nil {
+			if err := f.retr(cliIP, ap, s.x, nil); err != nil {
 				return err
 			}
 			if err := allKernel(a.transfers(off), 1); err != nil {
 				return err
 			}
-			s.tl.note("thief %s -> %s: %s; logged %q from %s; the client's download then byte-exact, data_path kernel", thiefIP, ap, how, l.str("message"), l.str("from"))
+			s.tl.Note("thief %s -> %s: %s; logged %q from %s; the client's download then byte-exact, data_path kernel", thiefIP, ap, how, l.str("message"), l.str("from"))
 			return nil
 		}))
 	})
-	s.tl.run("theft/second-connection-refused", func() error {
-		off := a.logSize()
-		return a.withLog(s.topo.In(nsCli, func() error {
-			f, err := dialFTP(ctrl, cliIP)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			ap, err := f.pasv()
-			if err != nil {
-				return err
-			}
-			dc, err := dialData(cliIP, ap)
-			if err != nil {
-				return err
-			}
-			defer dc.Close()
-			if code, text, err := f.cmd("RETR " + s.mid.Name); err != nil || code/100 != 1 {
-				return fmt.Errorf("RETR: %d %q %v", code, text, err)
-			}
+	s.tl.Run("theft/second-connection-refused", func() error {
+		off := a.LogSize()
+		return a.withLog(s.clientSession(func(f *ftpConn) error {
 			// A slow reader: 1 MiB, then a pause while the second
 			// connection is tried.
-			sk := newSink()
-			if err := sk.read(dc, 1<<20, 10*time.Second); err != nil {
-				return fmt.Errorf("first MiB: %w", err)
+			d, err := f.startRetr(cliIP, s.mid.Name, 1<<20)
+			if err != nil {
+				return err
 			}
+			defer d.dc.Close()
 			time.Sleep(300 * time.Millisecond)
-			how, err := refused(cliIP, ap)
+			how, err := refused(cliIP, d.ap)
 			if err != nil {
 				return err
 			}
@@ -241,24 +223,24 @@ func (s *suite) caseTheft() {
 			}); err != nil {
 				return err
 			}
-			if err := sk.read(dc, -1, 60*time.Second); err != nil {
-				return fmt.Errorf("the first connection after the second was refused: %d bytes, then %w", sk.n, err)
+			if err := d.sk.read(d.dc, -1, 60*time.Second); err != nil {
+				return fmt.Errorf("the first connection after the second was refused: %d bytes, then %w", d.sk.n, err)
 			}
-			dc.Close()
-			if code, text, err := f.reply(); err != nil || code != 226 {
+			d.dc.Close()
+			if code, text, err := f.Reply(); err != nil || code != 226 {
 				return fmt.Errorf("after RETR: %d %q %v", code, text, err)
 			}
-			if err := sameSum(s.mid.Name, sk.n, sk.sum(), s.mid); err != nil {
+			if err := sameSum(s.mid.Name, d.sk.n, d.sk.sum(), s.mid); err != nil {
 				return err
 			}
 			if err := allKernel(a.transfers(off), 1); err != nil {
 				return err
 			}
-			s.tl.note("second connection from the client to %s: %s; the first completed byte-exact (%d bytes)", ap, how, sk.n)
+			s.tl.Note("second connection from the client to %s: %s; the first completed byte-exact (%d bytes)", d.ap, how, d.sk.n)
 			return nil
 		}))
 	})
-	s.tl.run("theft/table-empty", func() error { return s.waitEmpty(defaultTable, 5*time.Second) })
+	s.tl.Run("theft/table-empty", func() error { return s.waitEmpty(defaultTable, 5*time.Second) })
 }
 
 // --- 4. kills ----------------------------------------------------------------
@@ -268,52 +250,32 @@ func (s *suite) caseTheft() {
 // client must not be told the transfer succeeded, and the table must be
 // empty again within seconds.
 func (s *suite) caseKills() {
-	a, err := s.proxyA()
-	if err != nil {
-		s.tl.report("kills/proxy", 0, err)
+	a := s.proxyA("kills")
+	if a == nil {
 		return
 	}
-	ctrl := hostPort(pxyWanIP, proxyPort)
 	var resetRead int64
 	var resetLine logLine
-	s.tl.run("kills/client-resets-data-connection", func() error {
-		off := a.logSize()
-		err := s.topo.In(nsCli, func() error {
-			f, err := dialFTP(ctrl, cliIP)
+	s.tl.Run("kills/client-resets-data-connection", func() error {
+		off := a.LogSize()
+		err := s.clientSession(func(f *ftpConn) error {
+			d, err := f.startRetr(cliIP, s.mid.Name, 2<<20)
 			if err != nil {
 				return err
 			}
-			defer f.close()
-			ap, err := f.pasv()
-			if err != nil {
-				return err
-			}
-			dc, err := dialData(cliIP, ap)
-			if err != nil {
-				return err
-			}
-			if code, text, err := f.cmd("RETR " + s.mid.Name); err != nil || code/100 != 1 {
-				dc.Close()
-				return fmt.Errorf("RETR: %d %q %v", code, text, err)
-			}
-			sk := newSink()
-			if err := sk.read(dc, 2<<20, 10*time.Second); err != nil {
-				dc.Close()
-				return fmt.Errorf("first 2 MiB: %w", err)
-			}
-			resetRead = sk.n
-			dc.SetLinger(0)
-			dc.Close() // a reset, with data still coming
+			resetRead = d.sk.n
+			d.dc.SetLinger(0)
+			d.dc.Close() // a reset, with data still coming
 			start := time.Now()
-			code, text, err := f.replyWithin(20 * time.Second)
+			code, text, err := f.ReplyWithin(20 * time.Second)
 			if err != nil || code != 426 {
 				return fmt.Errorf("after resetting the data connection: %d %q %v; want 426", code, text, err)
 			}
-			s.tl.note("client got %q %s after its reset", text, time.Since(start).Round(time.Millisecond))
-			if code, text, err := f.cmd("NOOP"); err != nil || code != 200 {
+			s.tl.Note("client got %q %s after its reset", text, time.Since(start).Round(time.Millisecond))
+			if code, text, err := f.Cmd("NOOP"); err != nil || code != 200 {
 				return fmt.Errorf("NOOP on the control connection kept: %d %q %v", code, text, err)
 			}
-			f.cmd("QUIT")
+			f.Cmd("QUIT")
 			return nil
 		})
 		if err != nil {
@@ -328,19 +290,19 @@ func (s *suite) caseKills() {
 			return a.withLog(fmt.Errorf("the transfer line does not show a failed kernel transfer: %s", b))
 		}
 		resetLine = l
-		s.tl.note("proxy logged: %s error %q, %d bytes down", l.str("cmd"), l.str("error"), l.num("down"))
+		s.tl.Note("proxy logged: %s error %q, %d bytes down", l.str("cmd"), l.str("error"), l.num("down"))
 		return a.withLog(s.waitEmpty(defaultTable, 5*time.Second))
 	})
 	if resetLine != nil {
-		s.tl.run("kills/client-resets-data-connection/logged-count", func() error {
+		s.tl.Run("kills/client-resets-data-connection/logged-count", func() error {
 			return loggedAtLeast(resetLine, resetRead, "the client had read")
 		})
 	}
 
 	var killedGot int64
 	var killedLine logLine
-	s.tl.run("kills/curl-sigkill", func() error {
-		off := a.logSize()
+	s.tl.Run("kills/curl-sigkill", func() error {
+		off := a.LogSize()
 		local := filepath.Join(s.work, "kill-curl.down")
 		defer os.Remove(local)
 		var cmd *exec.Cmd
@@ -380,28 +342,23 @@ func (s *suite) caseKills() {
 			return a.withLog(fmt.Errorf("the failed transfer was not carried by the kernel: %s", b))
 		}
 		killedGot, killedLine = got, l
-		s.tl.note("curl killed after %d bytes; proxy logged: %s level %s error %q ended_by %q, %d bytes down", got, l.str("cmd"), l.str("level"), l.str("error"), l.str("ended_by"), l.num("down"))
+		s.tl.Note("curl killed after %d bytes; proxy logged: %s level %s error %q ended_by %q, %d bytes down", got, l.str("cmd"), l.str("level"), l.str("error"), l.str("ended_by"), l.num("down"))
 		return a.withLog(s.waitEmpty(defaultTable, 5*time.Second))
 	})
 	if killedLine != nil {
-		s.tl.run("kills/curl-sigkill/logged-count", func() error {
+		s.tl.Run("kills/curl-sigkill/logged-count", func() error {
 			return loggedAtLeast(killedLine, killedGot, "curl had written to its file")
 		})
 	}
 
-	s.tl.run("kills/server-session-killed", func() error {
-		off := a.logSize()
+	s.tl.Run("kills/server-session-killed", func() error {
+		off := a.LogSize()
 		var codes []string
 		var got int64
 		var dataEnd string
 		complete := false
-		err := s.topo.In(nsCli, func() error {
-			before := descendants(s.srv.PID())
-			f, err := dialFTP(ctrl, cliIP)
-			if err != nil {
-				return err
-			}
-			defer f.close()
+		before := descendants(s.srv.PID())
+		err := s.clientSession(func(f *ftpConn) error {
 			var session []int
 			for pid := range descendants(s.srv.PID()) {
 				if !before[pid] {
@@ -411,40 +368,29 @@ func (s *suite) caseKills() {
 			if len(session) == 0 {
 				return errors.New("no new vsftpd process for this session")
 			}
-			ap, err := f.pasv()
+			d, err := f.startRetr(cliIP, s.mid.Name, 1<<20)
 			if err != nil {
 				return err
 			}
-			dc, err := dialData(cliIP, ap)
-			if err != nil {
-				return err
-			}
-			defer dc.Close()
-			if code, text, err := f.cmd("RETR " + s.mid.Name); err != nil || code/100 != 1 {
-				return fmt.Errorf("RETR: %d %q %v", code, text, err)
-			}
-			sk := newSink()
-			if err := sk.read(dc, 1<<20, 10*time.Second); err != nil {
-				return fmt.Errorf("first MiB: %w", err)
-			}
+			defer d.dc.Close()
 			slices.Sort(session)
 			for _, pid := range session {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
-			s.tl.note("killed vsftpd's session processes %v after 1 MiB", session)
-			err = sk.read(dc, -1, 20*time.Second)
-			got = sk.n
-			complete = sk.n == s.mid.Size && sk.sum() == s.mid.Sum
+			s.tl.Note("killed vsftpd's session processes %v after 1 MiB", session)
+			err = d.sk.read(d.dc, -1, 20*time.Second)
+			got = d.sk.n
+			complete = d.sk.n == s.mid.Size && d.sk.sum() == s.mid.Sum
 			switch {
 			case err == nil:
 				dataEnd = "end of file"
 			default:
 				dataEnd = err.Error()
 			}
-			dc.Close()
+			d.dc.Close()
 			deadline := time.Now().Add(20 * time.Second)
 			for time.Now().Before(deadline) {
-				code, text, err := f.replyWithin(time.Until(deadline))
+				code, text, err := f.ReplyWithin(time.Until(deadline))
 				if err != nil {
 					if len(codes) == 0 {
 						codes = append(codes, "control: "+err.Error())
@@ -461,7 +407,7 @@ func (s *suite) caseKills() {
 		if err != nil {
 			return a.withLog(err)
 		}
-		s.tl.note("client got: %s; data: %d of %d bytes, then %s", strings.Join(codes, " | "), got, s.mid.Size, dataEnd)
+		s.tl.Note("client got: %s; data: %d of %d bytes, then %s", strings.Join(codes, " | "), got, s.mid.Size, dataEnd)
 		for _, c := range codes {
 			if strings.HasPrefix(c, "226") {
 				return a.withLog(fmt.Errorf("the client got 226 although the server's session was killed: %v", codes))
@@ -475,7 +421,7 @@ func (s *suite) caseKills() {
 		}
 		if ts := a.transfers(off); len(ts) > 0 {
 			b, _ := json.Marshal(ts[len(ts)-1])
-			s.tl.note("proxy logged: %s", b)
+			s.tl.Note("proxy logged: %s", b)
 		}
 		return a.withLog(s.waitEmpty(defaultTable, 5*time.Second))
 	})
@@ -500,15 +446,13 @@ func loggedAtLeast(l logLine, got int64, what string) error {
 // once, then each downloads once more; every file byte-exact, every
 // transfer carried by the kernel, and the table empty at the end.
 func (s *suite) caseConcurrency() {
-	a, err := s.proxyA()
-	if err != nil {
-		s.tl.report("concurrency/proxy", 0, err)
+	a := s.proxyA("concurrency")
+	if a == nil {
 		return
 	}
 	n := *flagSessions
 	name := fmt.Sprintf("concurrency/%d-sessions-%d-downloads", n, 2*n)
-	ctrl := hostPort(pxyWanIP, proxyPort)
-	off := a.logSize()
+	off := a.LogSize()
 	var ready sync.WaitGroup
 	ready.Add(n)
 	gate := make(chan struct{})
@@ -526,13 +470,8 @@ func (s *suite) caseConcurrency() {
 					ready.Done()
 				}
 			}()
-			errs[i] = s.topo.In(nsCli, func() error {
-				f, err := dialFTP(ctrl, cliIP)
-				if err != nil {
-					return err
-				}
-				defer f.close()
-				ap, err := f.pasv()
+			errs[i] = s.clientSession(func(f *ftpConn) error {
+				ap, err := f.PASV()
 				if err != nil {
 					return err
 				}
@@ -545,19 +484,15 @@ func (s *suite) caseConcurrency() {
 				}
 				for k, file := range []peers.File{s.small[i%len(s.small)], s.small[(i+3)%len(s.small)]} {
 					if k > 0 {
-						if ap, err = f.pasv(); err != nil {
+						if ap, err = f.PASV(); err != nil {
 							return err
 						}
 					}
-					dc, err := dialData(cliIP, ap)
-					if err != nil {
-						return err
-					}
-					if err := f.retrTimed(dc, file.Name, file, &timing[i][k]); err != nil {
+					if err := f.retr(cliIP, ap, file, &timing[i][k]); err != nil {
 						return err
 					}
 				}
-				f.cmd("QUIT")
+				f.Cmd("QUIT")
 				return nil
 			})
 		})
@@ -585,7 +520,7 @@ func (s *suite) caseConcurrency() {
 	if len(failed) > 0 {
 		err2 = fmt.Errorf("%d of %d sessions failed; the first: %w", len(failed), n, errors.Join(failed[:min(len(failed), 5)]...))
 	}
-	s.tl.report(name, elapsed, a.withLog(err2))
+	s.tl.Report(name, elapsed, a.withLog(err2))
 	for k, what := range []string{"first (all at once)", "second"} {
 		var m, d, t []float64
 		for i := range n {
@@ -593,14 +528,14 @@ func (s *suite) caseConcurrency() {
 				m, d, t = append(m, ph.mark.Seconds()), append(d, ph.data.Seconds()), append(t, ph.done.Seconds())
 			}
 		}
-		s.tl.note("%s downloads, from RETR: to 150 p50 %.3fs max %.3fs; to the data's end p50 %.3fs max %.3fs; to 226 p50 %.3fs max %.3fs",
+		s.tl.Note("%s downloads, from RETR: to 150 p50 %.3fs max %.3fs; to the data's end p50 %.3fs max %.3fs; to 226 p50 %.3fs max %.3fs",
 			what, median(m), slices.Max(append(m, 0)), median(d), slices.Max(append(d, 0)), median(t), slices.Max(append(t, 0)))
 	}
-	s.tl.note("the proxy process used %.2f s of CPU in %.1f s", cpu1-cpu0, elapsed.Seconds())
+	s.tl.Note("the proxy process used %.2f s of CPU in %.1f s", cpu1-cpu0, elapsed.Seconds())
 	if stErr == nil {
-		s.tl.note("%d sessions held a PASV each after %s; the table then held %s", n, held.Round(time.Millisecond), atOnce.describe())
+		s.tl.Note("%d sessions held a PASV each after %s; the table then held %s", n, held.Round(time.Millisecond), atOnce.describe())
 	}
-	s.tl.run("concurrency/redirects-at-once", func() error {
+	s.tl.Run("concurrency/redirects-at-once", func() error {
 		if stErr != nil {
 			return stErr
 		}
@@ -610,7 +545,7 @@ func (s *suite) caseConcurrency() {
 		}
 		return nil
 	})
-	s.tl.run("concurrency/all-logged-kernel", func() error {
+	s.tl.Run("concurrency/all-logged-kernel", func() error {
 		var ts []logLine
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -621,7 +556,7 @@ func (s *suite) caseConcurrency() {
 		}
 		return allKernel(ts, 2*n)
 	})
-	s.tl.run("concurrency/table-empty", func() error { return s.waitEmpty(defaultTable, 10*time.Second) })
+	s.tl.Run("concurrency/table-empty", func() error { return s.waitEmpty(defaultTable, 10*time.Second) })
 }
 
 // --- 6. fallbacks ------------------------------------------------------------
@@ -630,18 +565,17 @@ func (s *suite) caseConcurrency() {
 // counted under its reason; a v6 client in front of a v6 upstream is
 // carried by the kernel.
 func (s *suite) caseFallbacks() {
-	a, err := s.proxyA()
-	if err != nil {
-		s.tl.report("fallbacks/proxy", 0, err)
+	a := s.proxyA("fallbacks")
+	if a == nil {
 		return
 	}
 	check := func(name string, px *proxyRun, health, label string, fn func() error) {
-		s.tl.run("fallbacks/"+name, func() error {
+		s.tl.Run("fallbacks/"+name, func() error {
 			before, err := s.dataPaths(health)
 			if err != nil {
 				return err
 			}
-			off := px.logSize()
+			off := px.LogSize()
 			if err := fn(); err != nil {
 				return px.withLog(err)
 			}
@@ -668,7 +602,7 @@ func (s *suite) caseFallbacks() {
 					}
 				}
 			}
-			s.tl.note("download and upload byte-exact; ftpproxy_data_path_total{path=%q} %g -> %g", label, before[label], after[label])
+			s.tl.Note("download and upload byte-exact; ftpproxy_data_path_total{path=%q} %g -> %g", label, before[label], after[label])
 			return nil
 		})
 	}
@@ -686,15 +620,15 @@ func (s *suite) caseFallbacks() {
 	p6, err := s.startProxy(proxySpec{name: "v6", listen: hostPort(pxyIn6, v6Port), upstream: hostPort(srv6, serverPort),
 		ports: range6, health: health6, args: []string{"--data-path", "kernel", "--kernel-table", table6}})
 	if err != nil {
-		s.tl.report("fallbacks/v6-client-v6-upstream", 0, err)
+		s.tl.Report("fallbacks/v6-client-v6-upstream", 0, err)
 	} else {
 		check("v6-client-v6-upstream", p6, health6, "kernel", func() error {
-			if !strings.Contains(p6.log(), `"ipv6":true`) {
+			if !strings.Contains(p6.Log(), `"ipv6":true`) {
 				return errors.New(`the proxy's "kernel data path on" line does not say "ipv6":true`)
 			}
 			return s.roundTrip(nsIn, in6, pxyIn6, v6Port, s.srv6, s.x, s.xup, "v6v6.up", "--ftp-pasv")
 		})
-		s.tl.run("fallbacks/v6-client-v6-upstream/table-empty", func() error { return s.waitEmpty(table6, 5*time.Second) })
+		s.tl.Run("fallbacks/v6-client-v6-upstream/table-empty", func() error { return s.waitEmpty(table6, 5*time.Second) })
 		p6.Stop()
 	}
 
@@ -702,7 +636,7 @@ func (s *suite) caseFallbacks() {
 		ports: rangePPH, health: healthPPH, probe: pxyInIP,
 		args: []string{"--data-path", "kernel", "--kernel-table", tablePPH, "--proxy-protocol-from", inIP + "/32"}})
 	if err != nil {
-		s.tl.report("fallbacks/proxy-header", 0, err)
+		s.tl.Report("fallbacks/proxy-header", 0, err)
 		return
 	}
 	check("proxy-header", pph, healthPPH, "splice_proxy_header", func() error {
@@ -735,7 +669,7 @@ func (s *suite) caseFallbacks() {
 		if err := peers.SameContent(s.srv.Path("pph.up"), s.xup.Size, s.xup.Sum); err != nil {
 			return fmt.Errorf("upload: %w", err)
 		}
-		if !strings.Contains(pph.log(), `"client":"`+claimedIP+`:`) {
+		if !strings.Contains(pph.Log(), `"client":"`+claimedIP+`:`) {
 			return fmt.Errorf("the proxy did not take the client's address %s from the PROXY header", claimedIP)
 		}
 		return nil
@@ -755,18 +689,18 @@ func (s *suite) caseUnprivileged() {
 		err = os.WriteFile(wrapper, []byte("#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups "+bin+" \"$@\"\n"), 0o755)
 	}
 	if err != nil {
-		s.tl.report("unprivileged/binary", 0, err)
+		s.tl.Report("unprivileged/binary", 0, err)
 		return
 	}
 	px, err := s.startProxy(proxySpec{name: "unpriv", bin: wrapper, listen: hostPort(pxyWanIP, unprivPort),
 		upstream: hostPort(srvIP, serverPort), ports: rangeUnpriv,
 		args: []string{"--data-path", "kernel", "--kernel-table", tableUnpriv}})
 	if err != nil {
-		s.tl.report("unprivileged/proxy", 0, err)
+		s.tl.Report("unprivileged/proxy", 0, err)
 		return
 	}
 	defer px.Stop()
-	s.tl.run("unprivileged/runs-as-nobody", func() error {
+	s.tl.Run("unprivileged/runs-as-nobody", func() error {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", px.PID()))
 		if err != nil {
 			return err
@@ -784,7 +718,7 @@ func (s *suite) caseUnprivileged() {
 		}
 		return errors.New("no Uid line in /proc/PID/status")
 	})
-	s.tl.run("unprivileged/relays-byte-exact", func() error {
+	s.tl.Run("unprivileged/relays-byte-exact", func() error {
 		for i := range 2 {
 			if err := s.roundTrip(nsCli, cliIP, pxyWanIP, unprivPort, s.srv, s.x, s.xup, fmt.Sprintf("unpriv%d.up", i), "--ftp-pasv"); err != nil {
 				return px.withLog(err)
@@ -801,13 +735,13 @@ func (s *suite) caseUnprivileged() {
 		}
 		return nil
 	})
-	s.tl.run("unprivileged/said-once", func() error {
+	s.tl.Run("unprivileged/said-once", func() error {
 		if n := px.count("kernel data path unavailable"); n != 1 {
 			return px.withLog(fmt.Errorf("%d \"kernel data path unavailable\" lines after 4 transfers, want exactly 1", n))
 		}
 		for _, l := range px.lines(0) {
 			if strings.Contains(l.str("message"), "kernel data path unavailable") {
-				s.tl.note("%s: %s", l.str("message"), l.str("error"))
+				s.tl.Note("%s: %s", l.str("message"), l.str("error"))
 			}
 		}
 		return nil
@@ -846,7 +780,7 @@ const staleTable = `table inet ftpproxy {
 // the table.
 func (s *suite) caseLifecycle() {
 	s.stopA() // its table is the default one too
-	ok := s.tl.run("lifecycle/stale-table-loaded", func() error {
+	ok := s.tl.Run("lifecycle/stale-table-loaded", func() error {
 		path := filepath.Join(s.work, "stale.nft")
 		if err := os.WriteFile(path, []byte(staleTable), 0o644); err != nil {
 			return err
@@ -869,11 +803,11 @@ func (s *suite) caseLifecycle() {
 	px, err := s.startProxy(proxySpec{name: "life", listen: hostPort(pxyWanIP, lifePort), upstream: hostPort(srvIP, serverPort),
 		ports: rangeLife, health: healthLife, args: []string{"--data-path", "kernel"}})
 	if err != nil {
-		s.tl.report("lifecycle/proxy", 0, err)
+		s.tl.Report("lifecycle/proxy", 0, err)
 		return
 	}
 	defer px.Stop()
-	s.tl.run("lifecycle/stale-table-rebuilt", func() error {
+	s.tl.Run("lifecycle/stale-table-rebuilt", func() error {
 		st, err := s.nftTable(defaultTable)
 		if err != nil {
 			return err
@@ -894,11 +828,11 @@ func (s *suite) caseLifecycle() {
 				return fmt.Errorf("the rebuilt table has no chain %s (chains %v)", c, st.chains)
 			}
 		}
-		s.tl.note("rebuilt: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
+		s.tl.Note("rebuilt: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
 		return nil
 	})
-	s.tl.run("lifecycle/kernel-transfer", func() error {
-		off := px.logSize()
+	s.tl.Run("lifecycle/kernel-transfer", func() error {
+		off := px.LogSize()
 		if err := s.roundTrip(nsCli, cliIP, pxyWanIP, lifePort, s.srv, s.x, s.xup, "life.up", "--ftp-pasv"); err != nil {
 			return px.withLog(err)
 		}
@@ -907,7 +841,7 @@ func (s *suite) caseLifecycle() {
 		}
 		return s.waitEmpty(defaultTable, 5*time.Second)
 	})
-	s.tl.run("lifecycle/table-gone-after-sigterm", func() error {
+	s.tl.Run("lifecycle/table-gone-after-sigterm", func() error {
 		start := time.Now()
 		if err := px.Stop(); err != nil {
 			return px.withLog(fmt.Errorf("after SIGTERM: %w", err))
@@ -922,7 +856,7 @@ func (s *suite) caseLifecycle() {
 		if px.count("kernel data path: table not removed") > 0 {
 			return px.withLog(errors.New("the proxy logged that it did not remove its table"))
 		}
-		s.tl.note("the proxy exited %s after SIGTERM; no table inet ftpproxy left", time.Since(start).Round(time.Millisecond))
+		s.tl.Note("the proxy exited %s after SIGTERM; no table inet ftpproxy left", time.Since(start).Round(time.Millisecond))
 		return nil
 	})
 }

@@ -15,6 +15,7 @@
 // The tests carry the build tag "interop" and build their own topology of
 // network namespaces joined by veth pairs (see topo_test.go for the
 // addresses); run.sh builds the binaries outside the namespaces and runs
-// the suite as root. The servers and the proxy launcher come from package
-// peers (interop/peers).
+// the suite as root. The servers, the proxy launcher, the raw FTP client
+// and the harness (the PASS/FAIL tally, -cases, the work directory) come
+// from package peers (interop/peers).
 package kernel

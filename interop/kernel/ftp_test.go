@@ -3,7 +3,6 @@
 package kernel
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,127 +11,31 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ftpproxy/ftpproxy/interop/peers"
 )
 
-// ftpConn is a minimal FTP control connection for what the client
-// programs cannot do: hold a passive port while someone else connects to
-// it, read slowly, reset a data connection, run 200 sessions at once. Its
-// sockets are opened in the namespace of the goroutine that dials.
-type ftpConn struct {
-	c      net.Conn
-	r      *bufio.Reader
-	source string
-}
+// ftpConn is a raw FTP session for what the client programs cannot do:
+// hold a passive port while someone else connects to it, read slowly,
+// reset a data connection, run 200 sessions at once. Its sockets are
+// opened in the namespace of the goroutine that dials.
+type ftpConn struct{ *peers.Ctrl }
 
 // dialFTP connects from source to addr, reads the greeting and logs in as
-// the test user, in binary mode.
+// the test user, in binary mode; replies are awaited 20 s.
 func dialFTP(addr, source string) (*ftpConn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
-	c, err := d.Dial("tcp", addr)
+	c, err := peers.DialLogin(addr, source, 20*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	f := &ftpConn{c: c, r: bufio.NewReader(c), source: source}
-	if code, text, err := f.reply(); err != nil || code != 220 {
-		c.Close()
-		return nil, fmt.Errorf("greeting from %s: %d %q %v", addr, code, text, err)
-	}
-	for _, step := range []struct {
-		line string
-		want int
-	}{{"USER " + peers.User, 331}, {"PASS " + peers.Password, 230}, {"TYPE I", 200}} {
-		if code, text, err := f.cmd(step.line); err != nil || code != step.want {
-			c.Close()
-			return nil, fmt.Errorf("%s: %d %q %v", strings.Fields(step.line)[0], code, text, err)
-		}
-	}
-	return f, nil
-}
-
-// replyWithin reads one reply, multi-line ones whole, within limit.
-func (f *ftpConn) replyWithin(limit time.Duration) (int, string, error) {
-	f.c.SetReadDeadline(time.Now().Add(limit))
-	var lines []string
-	first := ""
-	for {
-		line, err := f.r.ReadString('\n')
-		if err != nil {
-			return 0, strings.Join(append(lines, line), "\n"), err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		lines = append(lines, line)
-		if first == "" {
-			if len(line) < 4 {
-				return 0, line, fmt.Errorf("short reply line %q", line)
-			}
-			first = line[:3]
-			if line[3] != '-' {
-				break
-			}
-			continue
-		}
-		if strings.HasPrefix(line, first+" ") {
-			break
-		}
-	}
-	code, err := strconv.Atoi(first)
-	return code, strings.Join(lines, "\n"), err
-}
-
-// reply reads one reply within 20 s.
-func (f *ftpConn) reply() (int, string, error) { return f.replyWithin(20 * time.Second) }
-
-// cmd sends one command and reads its reply.
-func (f *ftpConn) cmd(line string) (int, string, error) {
-	if err := f.send(line); err != nil {
-		return 0, "", err
-	}
-	return f.reply()
-}
-
-// send sends one command without reading a reply.
-func (f *ftpConn) send(line string) error {
-	f.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := io.WriteString(f.c, line+"\r\n")
-	return err
-}
-
-func (f *ftpConn) close() { f.c.Close() }
-
-var pasvRe = regexp.MustCompile(`\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)`)
-
-// pasv sends PASV and returns the address of the 227.
-func (f *ftpConn) pasv() (netip.AddrPort, error) {
-	code, text, err := f.cmd("PASV")
-	if err != nil || code != 227 {
-		return netip.AddrPort{}, fmt.Errorf("PASV: %d %q %v", code, text, err)
-	}
-	m := pasvRe.FindStringSubmatch(text)
-	if m == nil {
-		return netip.AddrPort{}, fmt.Errorf("no address in %q", text)
-	}
-	var b [6]byte
-	for i := range b {
-		v, err := strconv.Atoi(m[i+1])
-		if err != nil || v > 255 {
-			return netip.AddrPort{}, fmt.Errorf("bad number in %q", text)
-		}
-		b[i] = byte(v)
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[:4])), uint16(b[4])<<8|uint16(b[5])), nil
+	return &ftpConn{c}, nil
 }
 
 // dialData opens a data connection from source to addr.
 func dialData(source string, addr netip.AddrPort) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
-	c, err := d.Dial("tcp", addr.String())
+	c, err := peers.DialFrom(source, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
 	}
@@ -164,38 +67,75 @@ func (s *sink) read(c net.Conn, n int64, limit time.Duration) error {
 	return err
 }
 
-// retr runs RETR name over an open data connection and checks what
-// arrives against want, and the 226.
-func (f *ftpConn) retr(dc *net.TCPConn, name string, want peers.File) error {
-	return f.retrTimed(dc, name, want, nil)
-}
-
 // phases is how long a RETR took from the command to its 150, to the end
 // of the data, and to the 226.
 type phases struct{ mark, data, done time.Duration }
 
-// retrTimed is retr that records its phases in ph, if not nil.
-func (f *ftpConn) retrTimed(dc *net.TCPConn, name string, want peers.File, ph *phases) error {
+// retr connects from source to ap, the port of a PASV, runs RETR want.Name
+// over it and checks what arrives against want, and the 226. It records
+// the phases in ph, if not nil.
+func (f *ftpConn) retr(source string, ap netip.AddrPort, want peers.File, ph *phases) error {
+	dc, err := dialData(source, ap)
+	if err != nil {
+		return err
+	}
 	defer dc.Close()
+	name := want.Name
 	start := time.Now()
-	if code, text, err := f.cmd("RETR " + name); err != nil || code/100 != 1 {
+	if code, text, err := f.Cmd("RETR " + name); err != nil || code/100 != 1 {
 		return fmt.Errorf("RETR %s: %d %q %v", name, code, text, err)
 	}
 	mark := time.Since(start)
 	sk := newSink()
-	err := sk.read(dc, -1, 60*time.Second)
+	err = sk.read(dc, -1, 60*time.Second)
 	dc.Close() // as clients do at the end of the data, before reading 226
 	data := time.Since(start)
 	if err != nil {
 		return fmt.Errorf("RETR %s: after %d bytes: %w", name, sk.n, err)
 	}
-	if code, text, err := f.reply(); err != nil || code != 226 {
+	if code, text, err := f.Reply(); err != nil || code != 226 {
 		return fmt.Errorf("after RETR %s (%d bytes arrived): %d %q %v", name, sk.n, code, text, err)
 	}
 	if ph != nil {
 		*ph = phases{mark, data, time.Since(start)}
 	}
 	return sameSum(name, sk.n, sk.sum(), want)
+}
+
+// download is a RETR under way, for the cases that disturb one.
+type download struct {
+	ap netip.AddrPort // the port the PASV announced
+	dc *net.TCPConn   // the data connection to it
+	sk *sink          // what has arrived so far
+}
+
+// startRetr sends PASV, connects from source to the announced port, sends
+// RETR name and reads the first bytes of the file (first, a multiple of
+// 1 MiB). On an error it closes the data connection; otherwise that is
+// the caller's.
+func (f *ftpConn) startRetr(source, name string, first int64) (download, error) {
+	ap, err := f.PASV()
+	if err != nil {
+		return download{}, err
+	}
+	dc, err := dialData(source, ap)
+	if err != nil {
+		return download{}, err
+	}
+	if code, text, err := f.Cmd("RETR " + name); err != nil || code/100 != 1 {
+		dc.Close()
+		return download{}, fmt.Errorf("RETR: %d %q %v", code, text, err)
+	}
+	sk := newSink()
+	if err := sk.read(dc, first, 10*time.Second); err != nil {
+		dc.Close()
+		what := "first MiB"
+		if first != 1<<20 {
+			what = fmt.Sprintf("first %d MiB", first>>20)
+		}
+		return download{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return download{ap, dc, sk}, nil
 }
 
 // sameSum compares a transfer's length and sha256 with a file's.
@@ -215,8 +155,7 @@ var (
 // with nothing sent: refused at once, or accepted and then closed or reset
 // without a byte. It says which.
 func refused(source string, addr netip.AddrPort) (string, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
-	c, err := d.Dial("tcp", addr.String())
+	c, err := peers.DialFrom(source, addr.String())
 	if err != nil {
 		if errors.Is(err, errConnRefused) {
 			return "connection refused", nil

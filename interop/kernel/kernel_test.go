@@ -91,57 +91,12 @@ var tableSets = []string{"gate4", "gate6", "keys4", "keys6", "dnat4", "dnat6", "
 // opLimit bounds one client program run.
 const opLimit = 60 * time.Second
 
-// --- tally -------------------------------------------------------------------
-
-type tally struct {
-	mu                      sync.Mutex
-	passed, failed, skipped int
-	quiet                   bool // -bench: only failures are printed
-}
-
-// run runs one check and prints its PASS or FAIL line.
-func (tl *tally) run(name string, fn func() error) bool {
-	start := time.Now()
-	err := fn()
-	tl.report(name, time.Since(start), err)
-	return err == nil
-}
-
-func (tl *tally) report(name string, d time.Duration, err error) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if err == nil {
-		tl.passed++
-		if !tl.quiet {
-			fmt.Printf("PASS %s %.2fs\n", name, d.Seconds())
-		}
-		return
-	}
-	tl.failed++
-	fmt.Printf("FAIL %s %.2fs\n    %s\n", name, d.Seconds(), strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n    "))
-}
-
-// skip prints a SKIP line; it counts neither as passed nor as failed.
-func (tl *tally) skip(name, reason string) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	tl.skipped++
-	fmt.Printf("SKIP %s: %s\n", name, reason)
-}
-
-// note prints an indented line under the case it belongs to.
-func (tl *tally) note(format string, args ...any) {
-	if !tl.quiet {
-		fmt.Printf("    "+format+"\n", args...)
-	}
-}
-
 // --- suite -------------------------------------------------------------------
 
 type suite struct {
 	ctx      context.Context
 	topo     *peers.Topology
-	tl       *tally
+	tl       *peers.Tally
 	work     string
 	peers    string
 	pyclient string
@@ -162,93 +117,58 @@ type suite struct {
 func TestKernel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *flagBudget)
 	defer cancel()
-	tl := &tally{quiet: *flagBench}
+	tl := &peers.Tally{Quiet: *flagBench}
 	start := time.Now()
 	defer func() {
 		if *flagBench {
 			fmt.Printf("kernel bench: done in %.0f s\n", time.Since(start).Seconds())
-			if tl.failed > 0 {
+			if tl.Failed() > 0 {
 				t.Fail()
 			}
 			return
 		}
-		fmt.Printf("kernel: suite took %.1fs\n", time.Since(start).Seconds())
-		fmt.Printf("kernel: %d passed, %d failed\n", tl.passed, tl.failed)
-		if tl.failed > 0 || tl.passed == 0 {
+		if !tl.Summary("kernel", start) {
 			t.Fail()
 		}
 	}()
-	prefix := *flagPrefix
-	if prefix == "" {
-		prefix = fmt.Sprintf("ftpkrn-%d", os.Getpid())
-	}
-	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	s := &suite{ctx: ctx, topo: newTopo(peers.NetnsPrefix(*flagPrefix, "ftpkrn")), tl: tl}
 	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	if err := s.setup(); err != nil {
-		tl.report("setup", 0, err)
+		tl.Report("setup", 0, err)
 		return
 	}
 	if *flagBench {
 		s.caseThroughput()
 		return
 	}
-	cases := []struct {
-		name string
-		run  func()
-	}{
-		{"guard", s.caseGuard}, {"theft", s.caseTheft}, {"kills", s.caseKills},
-		{"concurrency", s.caseConcurrency}, {"fallbacks", s.caseFallbacks},
-		{"throughput", s.caseThroughput}, {"unprivileged", s.caseUnprivileged},
-		{"lifecycle", s.caseLifecycle},
+	cases := []peers.Case{
+		{Name: "guard", Run: s.caseGuard}, {Name: "theft", Run: s.caseTheft}, {Name: "kills", Run: s.caseKills},
+		{Name: "concurrency", Run: s.caseConcurrency}, {Name: "fallbacks", Run: s.caseFallbacks},
+		{Name: "throughput", Run: s.caseThroughput}, {Name: "unprivileged", Run: s.caseUnprivileged},
+		{Name: "lifecycle", Run: s.caseLifecycle},
 	}
-	want := map[string]bool{}
-	for _, c := range strings.Split(*flagCases, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			want[c] = true
+	peers.RunCases(tl, *flagCases, cases, func() error {
+		if s.ctx.Err() != nil {
+			return fmt.Errorf("not run: the suite's -budget %s is spent", *flagBudget)
 		}
-	}
-	all := len(want) == 0
-	for _, c := range cases {
-		if all || want[c.name] {
-			delete(want, c.name)
-			if s.ctx.Err() != nil {
-				tl.report(c.name, 0, fmt.Errorf("not run: the suite's -budget %s is spent", *flagBudget))
-				continue
-			}
-			c.run()
-		}
-	}
-	for c := range want {
-		tl.report("cases", 0, fmt.Errorf("-cases: no case %q", c))
-	}
+		return nil
+	})
 }
 
 // setup builds the topology, loads the router's NAT, starts the servers
 // and writes the files.
 func (s *suite) setup() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root for network namespaces and nftables")
+	if err := peers.Preflight("network namespaces and nftables", "ip", "nft", "curl", "python3", "setpriv", "getconf"); err != nil {
+		return err
 	}
-	for _, tool := range []string{"ip", "nft", "curl", "python3", "setpriv", "getconf"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found (interop/install-peers.sh installs it)", tool)
-		}
+	s.peers, s.pyclient = *flagPeers, *flagPyClient
+	if err := peers.AbsPaths(&s.peers, &s.pyclient); err != nil {
+		return err
 	}
 	var err error
-	if s.peers, err = filepath.Abs(*flagPeers); err != nil {
+	if *flagProxyBin, err = peers.ProxyBinary(*flagProxyBin); err != nil {
 		return err
-	}
-	if s.pyclient, err = filepath.Abs(*flagPyClient); err != nil {
-		return err
-	}
-	bin, err := filepath.Abs(*flagProxyBin)
-	if err != nil {
-		return err
-	}
-	*flagProxyBin = bin
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
 	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
@@ -263,18 +183,14 @@ func (s *suite) setup() error {
 		fmt.Printf("kernel: namespaces %s-{cli,rtr,pxy,srv,in,thief}, work directory %s\n", s.topo.Prefix, s.work)
 	}
 	start := func(host string, lo, hi int) (*peers.Server, error) {
-		var srv *peers.Server
-		err := s.topo.In(nsSrv, func() error {
-			var err error
-			srv, err = peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, serverPort, peers.PassivePorts(lo, hi))
-			return err
+		return peers.Within(s.topo, nsSrv, func() (*peers.Server, error) {
+			return peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, serverPort, peers.PassivePorts(lo, hi))
 		})
-		return srv, err
 	}
 	if s.srv, err = start(srvIP, 20000, 20499); err != nil {
 		return fmt.Errorf("vsftpd on %s: %w", srvIP, err)
 	}
-	if *flagBench || s.wants("throughput") {
+	if *flagBench || peers.ParseCaseList(*flagCases).Selects("throughput") {
 		if s.big, err = writeRandom(s.srv.Path("big.bin"), int64(*flagDownMiB)<<20, 10); err != nil {
 			return err
 		}
@@ -315,40 +231,16 @@ func (s *suite) setup() error {
 	return nil
 }
 
-// wants reports whether -cases selects the case.
-func (s *suite) wants(name string) bool {
-	if *flagCases == "" {
-		return true
-	}
-	for _, c := range strings.Split(*flagCases, ",") {
-		if strings.TrimSpace(c) == name {
-			return true
-		}
-	}
-	return false
-}
-
 // workDir makes the work directory: on /dev/shm when it has room, so
 // that the throughput files live in memory and no disk is measured.
 func workDir() (string, error) {
-	if *flagWork != "" {
-		if err := os.MkdirAll(*flagWork, 0o755); err != nil {
-			return "", err
-		}
-		return *flagWork, os.Chmod(*flagWork, 0o755)
-	}
-	base := os.TempDir()
+	base := ""
 	need := uint64(*flagDownMiB+3**flagUpMiB+512) << 20
 	var st syscall.Statfs_t
-	if syscall.Statfs("/dev/shm", &st) == nil && st.Bavail*uint64(st.Bsize) > need {
+	if *flagWork == "" && syscall.Statfs("/dev/shm", &st) == nil && st.Bavail*uint64(st.Bsize) > need {
 		base = "/dev/shm"
 	}
-	dir, err := os.MkdirTemp(base, "ftpkrn-")
-	if err != nil {
-		return "", err
-	}
-	// The servers' session account must enter it.
-	return dir, os.Chmod(dir, 0o755)
+	return peers.WorkDir(*flagWork, base, "ftpkrn-")
 }
 
 func (s *suite) teardown() {
@@ -369,11 +261,7 @@ func (s *suite) teardown() {
 			}
 		}
 	}
-	if s.work != "" && !*flagKeep && s.tl.failed == 0 && *flagWork == "" {
-		os.RemoveAll(s.work)
-	} else if s.work != "" {
-		fmt.Printf("kernel: work directory kept: %s\n", s.work)
-	}
+	peers.CleanWorkDir("kernel", s.work, !*flagKeep && s.tl.Failed() == 0 && *flagWork == "")
 }
 
 // writeRandom writes size pseudo-random bytes (ChaCha8 from seed) to path
@@ -450,12 +338,7 @@ func (s *suite) startProxy(sp proxySpec) (*proxyRun, error) {
 		Args:         append(args, sp.args...),
 		ProbeSource:  sp.probe,
 	}
-	var px *peers.Proxy
-	err := s.topo.In(nsPxy, func() error {
-		var err error
-		px, err = peers.StartProxy(s.ctx, cfg)
-		return err
-	})
+	px, err := peers.Within(s.topo, nsPxy, func() (*peers.Proxy, error) { return peers.StartProxy(s.ctx, cfg) })
 	if err != nil {
 		return nil, err
 	}
@@ -464,20 +347,31 @@ func (s *suite) startProxy(sp proxySpec) (*proxyRun, error) {
 	return p, nil
 }
 
-// proxyA starts proxy A once: --data-path kernel with the forward guard
-// on and the default table, on the public address, the inside net and the
+// proxyA returns proxy A for the case called name, started by the first
+// case that needs it (a failure to start is kept, not retried). When A
+// does not run, it reports that as the failure "<name>/proxy" and returns
+// nil: the case has nothing to check.
+func (s *suite) proxyA(name string) *proxyRun {
+	if s.a == nil && s.aErr == nil {
+		s.a, s.aErr = s.startA()
+	}
+	if s.aErr != nil {
+		s.tl.Report(name+"/proxy", 0, s.aErr)
+		return nil
+	}
+	return s.a
+}
+
+// startA starts proxy A: --data-path kernel with the forward guard on and
+// the default table, on the public address, the inside net and the
 // inside net's IPv6 address, in front of the IPv4 vsftpd, with a
 // certificate for FTPS (--client-tls allow) and an active range.
-func (s *suite) proxyA() (*proxyRun, error) {
-	if s.a != nil || s.aErr != nil {
-		return s.a, s.aErr
-	}
+func (s *suite) startA() (*proxyRun, error) {
 	cert, key, err := s.pki.Issue("proxy-a", pxyWanIP, pxyInIP)
 	if err != nil {
-		s.aErr = err
 		return nil, err
 	}
-	s.a, s.aErr = s.startProxy(proxySpec{
+	return s.startProxy(proxySpec{
 		name:     "a",
 		listen:   hostPort(pxyWanIP, proxyPort),
 		more:     []string{hostPort(pxyInIP, proxyPort), hostPort(pxyIn6, proxyPort)},
@@ -487,7 +381,6 @@ func (s *suite) proxyA() (*proxyRun, error) {
 		args: []string{"--data-path", "kernel", "--active-ports", activeA,
 			"--tls-cert", cert, "--tls-key", key, "--client-tls", "allow"},
 	})
-	return s.a, s.aErr
 }
 
 // stopA stops proxy A, if it runs: its forward guard would keep the
@@ -501,28 +394,12 @@ func (s *suite) stopA() {
 
 func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 
-// log returns the proxy's log so far.
-func (p *proxyRun) log() string {
-	b, _ := os.ReadFile(p.LogPath)
-	return string(b)
-}
-
-// logSize is the length of the proxy's log now: where the lines of what
-// follows start.
-func (p *proxyRun) logSize() int64 {
-	fi, err := os.Stat(p.LogPath)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
 // withLog adds the tail of the proxy's log to a failure.
 func (p *proxyRun) withLog(err error) error {
 	if err == nil || p == nil {
 		return err
 	}
-	return fmt.Errorf("%w\nproxy log %s (tail):\n%s", err, p.LogPath, peers.Tail(p.log(), 2500))
+	return fmt.Errorf("%w\nproxy log %s (tail):\n%s", err, p.LogPath, peers.Tail(p.Log(), 2500))
 }
 
 // logLine is one JSON line of a proxy's log.
@@ -621,24 +498,7 @@ func allKernel(ts []logLine, want int) error {
 // metrics reads a health endpoint's /metrics from the proxy's namespace:
 // every sample, keyed by its name and labels as written.
 func (s *suite) metrics(health string) (map[string]float64, error) {
-	var body string
-	err := s.topo.In(nsPxy, func() error {
-		c, err := net.DialTimeout("tcp", health, 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: health\r\n\r\n"); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(c)
-		if err != nil {
-			return err
-		}
-		_, body, _ = strings.Cut(string(b), "\r\n\r\n")
-		return nil
-	})
+	body, err := peers.Within(s.topo, nsPxy, func() (string, error) { return peers.HealthGet(health, "/metrics") })
 	if err != nil {
 		return nil, fmt.Errorf("metrics from %s: %w", health, err)
 	}
@@ -827,7 +687,7 @@ func (s *suite) waitEmpty(table string, limit time.Duration) error {
 			}
 		}
 		if st.empty() {
-			s.tl.note("table inet %s empty after %s", table, time.Since(start).Round(10*time.Millisecond))
+			s.tl.Note("table inet %s empty after %s", table, time.Since(start).Round(10*time.Millisecond))
 			return nil
 		}
 		if time.Now().After(deadline) {

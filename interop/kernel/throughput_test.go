@@ -58,14 +58,14 @@ func (s *suite) caseThroughput() {
 		ports: rangeKern, health: healthKern,
 		args: []string{"--data-path", "kernel", "--kernel-forward-guard=false", "--kernel-table", tableKern, "--log-level", "info"}})
 	if err != nil {
-		s.tl.report("throughput/kernel-proxy", 0, err)
+		s.tl.Report("throughput/kernel-proxy", 0, err)
 		return
 	}
 	defer kern.Stop()
 	spl, err := s.startProxy(proxySpec{name: "splice", listen: hostPort(pxyWanIP, splicePort), upstream: hostPort(srvIP, serverPort),
 		ports: rangeSplice, health: healthSplice, args: []string{"--data-path", "splice", "--log-level", "info"}})
 	if err != nil {
-		s.tl.report("throughput/splice-proxy", 0, err)
+		s.tl.Report("throughput/splice-proxy", 0, err)
 		return
 	}
 	defer spl.Stop()
@@ -77,7 +77,7 @@ func (s *suite) caseThroughput() {
 	down := map[string][]sample{}
 	up := map[string][]sample{}
 	var errs []error
-	off := kern.logSize()
+	off := kern.LogSize()
 	start := time.Now()
 	cpu := func(p tpPath) float64 {
 		if p.px == nil {
@@ -129,7 +129,7 @@ func (s *suite) caseThroughput() {
 	elapsed := time.Since(start)
 	s.printTable(paths, down, up, rounds)
 
-	s.tl.report("throughput/byte-exact", elapsed, errors.Join(errs...))
+	s.tl.Report("throughput/byte-exact", elapsed, errors.Join(errs...))
 	cpuOK := true
 	var cpuErr error
 	if ks := append(slices.Clone(down["kernel"]), up["kernel"]...); len(ks) > 0 {
@@ -149,9 +149,9 @@ func (s *suite) caseThroughput() {
 	}
 	s.goals(down, up, cpuOK)
 	if !*flagBench {
-		s.tl.report("throughput/kernel-proxy-cpu", 0, cpuErr)
+		s.tl.Report("throughput/kernel-proxy-cpu", 0, cpuErr)
 	}
-	s.tl.run("throughput/kernel-log", func() error {
+	s.tl.Run("throughput/kernel-log", func() error {
 		want := len(down["kernel"]) + len(up["kernel"])
 		var ts []logLine
 		deadline := time.Now().Add(5 * time.Second)

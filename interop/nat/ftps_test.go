@@ -221,7 +221,7 @@ func tlsLogin(c ftpsClient, out string) bool {
 // ftpproxy (FTPS works, re-encrypted or offloaded).
 func (s *suite) caseH() {
 	var h hEnv
-	if !s.tl.run("h/setup/tls-vsftpd", func() error { return s.setupH(&h) }) {
+	if !s.tl.Run("h/setup/tls-vsftpd", func() error { return s.setupH(&h) }) {
 		return
 	}
 	defer h.tlsSrv.Stop()
@@ -283,7 +283,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 	// A direct FTPS download from the edge itself (no NAT on the way)
 	// shows that the server's FTPS works, so that what fails below is the
 	// NAT's doing.
-	s.tl.run(pre+"/control/ftps-direct-from-edge", func() error {
+	s.tl.Run(pre+"/control/ftps-direct-from-edge", func() error {
 		local := filepath.Join(s.work, "h-direct.down")
 		defer os.Remove(local)
 		argv := []string{"curl", "-sS", "-v", "--max-time", "10", "--connect-timeout", "5",
@@ -306,7 +306,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 			// kernel lacks.
 			reason := fmt.Sprintf("the kernel has no FTP conntrack helper: nft refused the edge ruleset (%s); %s; %s",
 				peers.Tail(err.Error(), 300), note, kernelNotes())
-			s.tl.skip(pre, reason)
+			s.tl.Skip(pre, reason)
 			return
 		}
 	}
@@ -320,7 +320,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 	}
 	defer restore()
 	if err := s.setForward(true); err != nil {
-		s.tl.report(pre+"/forwarding", 0, err)
+		s.tl.Report(pre+"/forwarding", 0, err)
 		return
 	}
 	fmt.Printf("nat: edge (%s): DNAT %s:%d -> %s:%d with the kernel FTP helper, masquerade onto the server net\n",
@@ -330,7 +330,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 	// and lets the data connection in.
 	for _, c := range []ftpsClient{{"curl", "pasv", false}, {"curl", "pasv", true}, {"curl", "epsv", false}, {"lftp", "passive", false}, {"ftplib", "pasv", false}} {
 		name := pre + "/plain/" + c.String() + "/works"
-		s.tl.run(name, func() error {
+		s.tl.Run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			defer os.Remove(local)
 			off := vsftpdLogSize(h.tlsSrv)
@@ -359,7 +359,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 	// connection is a plain TCP forward), the transfer does not.
 	for _, c := range []ftpsClient{{"curl", "pasv", false}, {"curl", "pasv", true}, {"curl", "epsv", false}, {"lftp", "passive", false}, {"ftplib", "pasv", false}} {
 		name := pre + "/ftps/" + c.String() + "/fails"
-		s.tl.run(name, func() error {
+		s.tl.Run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			defer os.Remove(local)
 			r := c.run(s, pxyWanIP, ftpsPort, h.pki.CAFile, "get", local, "down.bin", edgeLimit)
@@ -390,7 +390,7 @@ func (s *suite) caseHEdge(h *hEnv) {
 		})
 	}
 
-	s.tl.run(pre+"/removed", func() error {
+	s.tl.Run(pre+"/removed", func() error {
 		if err := restore(); err != nil {
 			return err
 		}
@@ -426,14 +426,14 @@ func (s *suite) caseHProxy(h *hEnv) {
 		pre := "h/proxy/" + v.name
 		px, err := s.startProxy("h-"+v.name, v.srv.Addr(), passiveRange, append(append([]string{}, tlsArgs...), v.args...)...)
 		if err != nil {
-			s.tl.report(pre+"/proxy", 0, err)
+			s.tl.Report(pre+"/proxy", 0, err)
 			continue
 		}
 		for _, c := range clients {
 			name := pre + "/" + c.String()
-			s.tl.run(name, func() error { return px.withLog(s.ftpsRoundTrip(c, h, v.srv, name)) })
+			s.tl.Run(name, func() error { return px.withLog(s.ftpsRoundTrip(c, h, v.srv, name)) })
 		}
-		s.tl.run(pre+"/transfers-tls", func() error { return px.withLog(checkTLSTransfers(px, len(clients)*2, v.upstream)) })
+		s.tl.Run(pre+"/transfers-tls", func() error { return px.withLog(checkTLSTransfers(px, len(clients)*2, v.upstream)) })
 		px.Stop()
 	}
 }
@@ -470,7 +470,7 @@ func (s *suite) ftpsRoundTrip(c ftpsClient, h *hEnv, srv *peers.Server, tag stri
 // address, and over TLS towards the server exactly when upstream is set.
 func checkTLSTransfers(px *proxyRun, want int, upstream bool) error {
 	n := 0
-	for _, line := range strings.Split(px.log(), "\n") {
+	for _, line := range strings.Split(px.Log(), "\n") {
 		var ev struct {
 			Message     string `json:"message"`
 			Cmd         string `json:"cmd"`

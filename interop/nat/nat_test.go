@@ -8,10 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -56,47 +54,12 @@ const (
 // opLimit bounds one client program run.
 const opLimit = 60 * time.Second
 
-// --- tally -------------------------------------------------------------------
-
-type tally struct {
-	mu                      sync.Mutex
-	passed, failed, skipped int
-}
-
-// run runs one case and prints its PASS or FAIL line.
-func (tl *tally) run(name string, fn func() error) bool {
-	start := time.Now()
-	err := fn()
-	tl.report(name, time.Since(start), err)
-	return err == nil
-}
-
-func (tl *tally) report(name string, d time.Duration, err error) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if err == nil {
-		tl.passed++
-		fmt.Printf("PASS %s %.2fs\n", name, d.Seconds())
-		return
-	}
-	tl.failed++
-	fmt.Printf("FAIL %s %.2fs\n    %s\n", name, d.Seconds(), strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n    "))
-}
-
-// skip prints a SKIP line; it counts neither as passed nor as failed.
-func (tl *tally) skip(name, reason string) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	tl.skipped++
-	fmt.Printf("SKIP %s: %s\n", name, reason)
-}
-
 // --- suite -------------------------------------------------------------------
 
 type suite struct {
 	ctx    context.Context
 	topo   *peers.Topology
-	tl     *tally
+	tl     *peers.Tally
 	work   string
 	peers  string
 	script string
@@ -109,77 +72,41 @@ type suite struct {
 func TestNAT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *flagBudget)
 	defer cancel()
-	tl := &tally{}
+	tl := &peers.Tally{}
 	start := time.Now()
 	defer func() {
-		fmt.Printf("nat: suite took %.1fs\n", time.Since(start).Seconds())
-		fmt.Printf("nat: %d passed, %d failed\n", tl.passed, tl.failed)
-		if tl.failed > 0 || tl.passed == 0 {
+		if !tl.Summary("nat", start) {
 			t.Fail()
 		}
 	}()
-	prefix := *flagPrefix
-	if prefix == "" {
-		prefix = fmt.Sprintf("ftpnat-%d", os.Getpid())
-	}
-	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	s := &suite{ctx: ctx, topo: newTopo(peers.NetnsPrefix(*flagPrefix, "ftpnat")), tl: tl}
 	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	if err := s.setup(); err != nil {
-		tl.report("setup", 0, err)
+		tl.Report("setup", 0, err)
 		return
 	}
 
-	cases := []struct {
-		name string
-		run  func()
-	}{
-		{"topology", s.caseTopology}, {"a", s.caseA}, {"b", s.caseB}, {"c", s.caseC},
-		{"d", s.caseD}, {"e", s.caseE}, {"f", s.caseF}, {"g", s.caseG}, {"h", s.caseH},
-	}
-	want := map[string]bool{}
-	for _, c := range strings.Split(*flagCases, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			want[c] = true
-		}
-	}
-	all := len(want) == 0
-	for _, c := range cases {
-		if all || want[c.name] {
-			delete(want, c.name)
-			c.run()
-		}
-	}
-	for c := range want {
-		tl.report("cases", 0, fmt.Errorf("-cases: no case %q", c))
-	}
+	peers.RunCases(tl, *flagCases, []peers.Case{
+		{Name: "topology", Run: s.caseTopology}, {Name: "a", Run: s.caseA}, {Name: "b", Run: s.caseB},
+		{Name: "c", Run: s.caseC}, {Name: "d", Run: s.caseD}, {Name: "e", Run: s.caseE},
+		{Name: "f", Run: s.caseF}, {Name: "g", Run: s.caseG}, {Name: "h", Run: s.caseH},
+	}, nil)
 }
 
 // setup builds the topology, loads the router's plain NAT, starts the
 // servers and writes the files.
 func (s *suite) setup() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root for network namespaces and nftables")
+	if err := peers.Preflight("network namespaces and nftables", "ip", "nft", "curl", "lftp", "python3"); err != nil {
+		return err
 	}
-	for _, tool := range []string{"ip", "nft", "curl", "lftp", "python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found (interop/install-peers.sh installs it)", tool)
-		}
+	s.peers, s.script = *flagPeers, *flagScript
+	if err := peers.AbsPaths(&s.peers, &s.script); err != nil {
+		return err
 	}
 	var err error
-	if s.peers, err = filepath.Abs(*flagPeers); err != nil {
+	if *flagProxyBin, err = peers.ProxyBinary(*flagProxyBin); err != nil {
 		return err
-	}
-	if s.script, err = filepath.Abs(*flagScript); err != nil {
-		return err
-	}
-	bin, err := filepath.Abs(*flagProxyBin)
-	if err != nil {
-		return err
-	}
-	*flagProxyBin = bin
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
 	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
@@ -187,28 +114,16 @@ func (s *suite) setup() error {
 	if err := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
 		return fmt.Errorf("the kernel refused the router's nftables NAT (masquerade): %w", err)
 	}
-	s.work = *flagWork
-	if s.work == "" {
-		if s.work, err = os.MkdirTemp("", "ftpnat-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(s.work, 0o755); err != nil {
-		return err
-	}
-	if err := os.Chmod(s.work, 0o755); err != nil {
+	if s.work, err = peers.WorkDir(*flagWork, "", "ftpnat-"); err != nil {
 		return err
 	}
 	fmt.Printf("nat: namespaces %s-{cli,rtr,pxy,srv,in}, work directory %s\n", s.topo.Prefix, s.work)
 	fmt.Printf("nat: kernel: %s\n", kernelNotes())
 
 	start := func(host string, port, lo, hi int) (*peers.Server, error) {
-		var srv *peers.Server
-		err := s.topo.In(nsSrv, func() error {
-			var err error
-			srv, err = peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, port, peers.PassivePorts(lo, hi))
-			return err
+		return peers.Within(s.topo, nsSrv, func() (*peers.Server, error) {
+			return peers.StartServer(s.ctx, peers.Vsftpd, s.peers, s.work, host, port, peers.PassivePorts(lo, hi))
 		})
-		return srv, err
 	}
 	if s.srv, err = start(srvIP, serverPort, 24200, 24299); err != nil {
 		return fmt.Errorf("vsftpd on %s: %w", srvIP, err)
@@ -268,8 +183,8 @@ func (s *suite) makeLegacy() error {
 			if err != nil {
 				return err
 			}
-			defer c.close()
-			_, text, err := c.cmd("PASV")
+			defer c.Close()
+			_, text, err := c.Cmd("PASV")
 			last = text
 			return err
 		})
@@ -290,11 +205,7 @@ func (s *suite) teardown() {
 			srv.Stop()
 		}
 	}
-	if s.work != "" && !*flagKeep && s.tl.failed == 0 && *flagWork == "" {
-		os.RemoveAll(s.work)
-	} else if s.work != "" {
-		fmt.Printf("nat: work directory kept: %s\n", s.work)
-	}
+	peers.CleanWorkDir("nat", s.work, !*flagKeep && s.tl.Failed() == 0 && *flagWork == "")
 }
 
 // --- proxies -----------------------------------------------------------------
@@ -323,22 +234,11 @@ func (s *suite) startProxy(name, upstream, ports string, extra ...string) (*prox
 		LogPath:      filepath.Join(s.work, "ftpproxy-"+name+".log"),
 		Args:         append(args, extra...),
 	}
-	var px *peers.Proxy
-	err := s.topo.In(nsPxy, func() error {
-		var err error
-		px, err = peers.StartProxy(s.ctx, cfg)
-		return err
-	})
+	px, err := peers.Within(s.topo, nsPxy, func() (*peers.Proxy, error) { return peers.StartProxy(s.ctx, cfg) })
 	if err != nil {
 		return nil, err
 	}
 	return &proxyRun{Proxy: px, name: name}, nil
-}
-
-// log returns the proxy's log so far.
-func (p *proxyRun) log() string {
-	b, _ := os.ReadFile(p.LogPath)
-	return string(b)
 }
 
 // withLog adds the tail of the proxy's log to a failure.
@@ -346,31 +246,13 @@ func (p *proxyRun) withLog(err error) error {
 	if err == nil || p == nil {
 		return err
 	}
-	return fmt.Errorf("%w\nproxy log %s (tail):\n%s", err, p.LogPath, peers.Tail(p.log(), 1500))
+	return fmt.Errorf("%w\nproxy log %s (tail):\n%s", err, p.LogPath, peers.Tail(p.Log(), 1500))
 }
 
 // health reads the proxy's health endpoint from its namespace.
 func (s *suite) health() (string, error) {
-	var body string
-	err := s.topo.In(nsPxy, func() error {
-		c, err := net.DialTimeout("tcp", healthAddr, 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: health\r\n\r\n"); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(c)
-		if err != nil {
-			return err
-		}
-		_, body, _ = strings.Cut(string(b), "\r\n\r\n")
-		body = strings.TrimSpace(body)
-		return nil
-	})
-	return body, err
+	body, err := peers.Within(s.topo, nsPxy, func() (string, error) { return peers.HealthGet(healthAddr, "/") })
+	return strings.TrimSpace(body), err
 }
 
 // --- clients -----------------------------------------------------------------
@@ -464,7 +346,7 @@ func (s *suite) roundTrip(ep endpoint, d drv, srv *peers.Server, tag string) err
 func (s *suite) roundTrips(prefix string, px *proxyRun, ep endpoint, srv *peers.Server, drvs []drv) {
 	for _, d := range drvs {
 		name := prefix + "/" + d.String()
-		s.tl.run(name, func() error { return px.withLog(s.roundTrip(ep, d, srv, name)) })
+		s.tl.Run(name, func() error { return px.withLog(s.roundTrip(ep, d, srv, name)) })
 	}
 }
 
@@ -503,7 +385,7 @@ func expect227(r runResult, want string) (string, error) {
 // behind the NAT, the inside net) except through the proxy, and that the
 // NAT client is seen with the router's public address.
 func (s *suite) caseTopology() {
-	s.tl.run("topology/isolation", func() error {
+	s.tl.Run("topology/isolation", func() error {
 		probes := []struct{ ns, source, addr string }{
 			{nsCli, cliIP, net.JoinHostPort(srvIP, strconv.Itoa(serverPort))},
 			{nsCli, cliIP, net.JoinHostPort(pxyInIP, strconv.Itoa(proxyPort))},
@@ -541,20 +423,20 @@ func (s *suite) caseA() {
 		prefix := "a/nat-passive/upstream-" + mode
 		px, err := s.startProxy("a-"+mode, s.srv.Addr(), passiveRange, "--upstream-data-mode", mode, "--active-ports", activeRange)
 		if err != nil {
-			s.tl.report(prefix+"/proxy", 0, err)
+			s.tl.Report(prefix+"/proxy", 0, err)
 			continue
 		}
-		s.tl.run(prefix+"/227-public-address", func() error {
+		s.tl.Run(prefix+"/227-public-address", func() error {
 			if _, err := expect227(s.curlList(natClient, "pasv"), "198,51,100,10"); err != nil {
 				return px.withLog(err)
 			}
-			if !strings.Contains(px.log(), `"client":"`+rtrWanIP+`:`) {
+			if !strings.Contains(px.Log(), `"client":"`+rtrWanIP+`:`) {
 				return px.withLog(fmt.Errorf("the proxy did not see the client as the router's public address %s", rtrWanIP))
 			}
 			return nil
 		})
 		s.roundTrips(prefix, px, natClient, s.srv, passiveDrvs)
-		s.tl.run(prefix+"/transfer-modes", func() error {
+		s.tl.Run(prefix+"/transfer-modes", func() error {
 			return px.withLog(checkModes(px, "passive", map[string]string{"same": "passive", "passive": "passive", "active": "active"}[mode]))
 		})
 		px.Stop()
@@ -579,13 +461,13 @@ func (s *suite) caseB() {
 			// The same ruleset without the helper loads (setup loaded
 			// it), so it is the helper the kernel lacks.
 			if err3 := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err3 != nil {
-				s.tl.report("b/nat-helper", 0, fmt.Errorf("nftables refused the helper ruleset and then the plain one: %v / %v", err2, err3))
+				s.tl.Report("b/nat-helper", 0, fmt.Errorf("nftables refused the helper ruleset and then the plain one: %v / %v", err2, err3))
 				return
 			}
 			reason := fmt.Sprintf("the kernel has no FTP conntrack helper: nft refused `ct helper ftp-standard { type \"ftp\" protocol tcp; }` (%s); %s; %s",
 				peers.Tail(err2.Error(), 300), note, kernelNotes())
 			for _, n := range names {
-				s.tl.skip(n, reason)
+				s.tl.Skip(n, reason)
 			}
 			return
 		}
@@ -593,22 +475,22 @@ func (s *suite) caseB() {
 	fmt.Println("nat: router: masquerade with the kernel FTP helper on port", proxyPort)
 	defer func() {
 		if err := s.topo.Nft(s.ctx, nsRtr, routerRules(false, proxyPort)); err != nil {
-			s.tl.report("b/restore-plain-nat", 0, err)
+			s.tl.Report("b/restore-plain-nat", 0, err)
 		}
 	}()
 	for _, m := range modes {
 		prefix := "b/nat-helper-active/upstream-" + m
 		px, err := s.startProxy("b-"+m, s.srv.Addr(), passiveRange, "--upstream-data-mode", m, "--active-ports", activeRange)
 		if err != nil {
-			s.tl.report(prefix+"/proxy", 0, err)
+			s.tl.Report(prefix+"/proxy", 0, err)
 			continue
 		}
 		s.roundTrips(prefix, px, natClient, s.srv, activeDrvs)
-		s.tl.run(prefix+"/transfer-modes", func() error {
+		s.tl.Run(prefix+"/transfer-modes", func() error {
 			return px.withLog(checkModes(px, "active", map[string]string{"same": "active", "passive": "passive"}[m]))
 		})
-		s.tl.run(prefix+"/helper-rewrote-to-public-address", func() error {
-			log := px.log()
+		s.tl.Run(prefix+"/helper-rewrote-to-public-address", func() error {
+			log := px.Log()
 			for _, want := range []string{`"cmd":"PORT 198,51,100,1,`, `"cmd":"EPRT |1|198.51.100.1|`} {
 				if !strings.Contains(log, want) {
 					return px.withLog(fmt.Errorf("no %s in the proxy's log: the helper did not rewrite the client's command", want))
@@ -629,7 +511,7 @@ func (s *suite) caseB() {
 func (s *suite) caseC() {
 	px, err := s.startProxy("c", s.srv.Addr(), passiveRange)
 	if err != nil {
-		s.tl.report("c/proxy", 0, err)
+		s.tl.Report("c/proxy", 0, err)
 		return
 	}
 	defer px.Stop()
@@ -653,7 +535,7 @@ func (s *suite) caseC() {
 	}
 	for _, mode := range []string{"port", "eprt"} {
 		name := "c/nat-no-helper/curl/" + mode
-		s.tl.run(name, func() error {
+		s.tl.Run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			var r runResult
 			s.topo.In(nsCli, func() error {
@@ -663,7 +545,7 @@ func (s *suite) caseC() {
 			return check(name, r, local)
 		})
 	}
-	s.tl.run("c/nat-no-helper/lftp/active", func() error {
+	s.tl.Run("c/nat-no-helper/lftp/active", func() error {
 		local := filepath.Join(s.work, "c-lftp")
 		script := strings.Join([]string{
 			"set net:socket-bind-ipv4 " + cliIP,
@@ -684,7 +566,7 @@ func (s *suite) caseC() {
 	})
 	for _, mode := range []string{"port", "eprt"} {
 		name := "c/nat-no-helper/ftplib/" + mode
-		s.tl.run(name, func() error {
+		s.tl.Run(name, func() error {
 			local := filepath.Join(s.work, safe(name))
 			var r runResult
 			s.topo.In(nsCli, func() error {
@@ -702,7 +584,7 @@ func (s *suite) caseC() {
 // in the given client and upstream modes.
 func checkModes(px *proxyRun, client, upstream string) error {
 	n := 0
-	for _, line := range strings.Split(px.log(), "\n") {
+	for _, line := range strings.Split(px.Log(), "\n") {
 		var ev struct {
 			Message      string `json:"message"`
 			Mode         string `json:"mode"`
@@ -738,19 +620,19 @@ func firstLineWith(out, sub string) string {
 // port, and transfers work. With --upstream-pasv-address reply they fail,
 // which shows the address really is unreachable.
 func (s *suite) caseD() {
-	s.tl.run("d/legacy-server-announces-10.99.0.5", func() error { return s.legacyErr })
+	s.tl.Run("d/legacy-server-announces-10.99.0.5", func() error { return s.legacyErr })
 	if s.legacyErr != nil {
 		return
 	}
 	px, err := s.startProxy("d-same", s.legacy.Addr(), passiveRange)
 	if err != nil {
-		s.tl.report("d/proxy", 0, err)
+		s.tl.Report("d/proxy", 0, err)
 		return
 	}
 	// PASV from the client makes the proxy send PASV upstream.
 	s.roundTrips("d/legacy/upstream-same", px, natClient, s.legacy, []drv{{"curl", "pasv"}, {"lftp", "passive"}, {"ftplib", "pasv"}})
-	s.tl.run("d/legacy/upstream-same/proxy-used-control-address", func() error {
-		if !strings.Contains(px.log(), `"announced":"`+legacyPasvIP+`"`) {
+	s.tl.Run("d/legacy/upstream-same/proxy-used-control-address", func() error {
+		if !strings.Contains(px.Log(), `"announced":"`+legacyPasvIP+`"`) {
 			return px.withLog(errors.New("the proxy's log does not show the announced 10.99.0.5 being replaced by the control address"))
 		}
 		return nil
@@ -760,7 +642,7 @@ func (s *suite) caseD() {
 	// An active client (inside, no NAT) with the upstream forced passive.
 	px, err = s.startProxy("d-passive", s.legacy.Addr(), passiveRange, "--upstream-data-mode", "passive")
 	if err != nil {
-		s.tl.report("d/proxy-passive", 0, err)
+		s.tl.Report("d/proxy-passive", 0, err)
 		return
 	}
 	s.roundTrips("d/legacy/upstream-passive", px, insideClient, s.legacy, []drv{{"curl", "port"}, {"ftplib", "port"}})
@@ -768,7 +650,7 @@ func (s *suite) caseD() {
 
 	px, err = s.startProxy("d-reply", s.legacy.Addr(), passiveRange, "--upstream-pasv-address", "reply")
 	if err != nil {
-		s.tl.report("d/proxy-reply", 0, err)
+		s.tl.Report("d/proxy-reply", 0, err)
 		return
 	}
 	// With --upstream-pasv-address reply the proxy dials 10.99.0.5, which
@@ -783,16 +665,16 @@ func (s *suite) caseD() {
 		r = runCombined(s.ctx, *flagReplyWait+10*time.Second, argv...)
 		return nil
 	})
-	s.tl.run("d/legacy/upstream-pasv-address-reply/transfer-fails", func() error {
+	s.tl.Run("d/legacy/upstream-pasv-address-reply/transfer-fails", func() error {
 		if r.err == nil {
 			return px.withLog(r.failure("the transfer worked with --upstream-pasv-address reply: the legacy server's 10.99.0.5 is reachable, so case d proves nothing"))
 		}
-		if !strings.Contains(px.log(), "dial data "+legacyPasvIP+":") {
+		if !strings.Contains(px.Log(), "dial data "+legacyPasvIP+":") {
 			return px.withLog(r.failure("the proxy's log does not show a failed dial to 10.99.0.5"))
 		}
 		return nil
 	})
-	s.tl.run("d/legacy/upstream-pasv-address-reply/client-answered-quickly", func() error {
+	s.tl.Run("d/legacy/upstream-pasv-address-reply/client-answered-quickly", func() error {
 		_, afterRETR, _ := strings.Cut(r.out, "> RETR ")
 		reply := lastReply(afterRETR)
 		if strings.Contains(r.out, "Connection reset by peer") && r.elapsed <= 15*time.Second {
@@ -833,17 +715,17 @@ func (s *suite) caseE() {
 	px, err := s.startProxy("e", s.srv.Addr(), passiveRange,
 		"--advertise", "10.30.0.0/24="+pxyInIP, "--advertise", pxyWanIP)
 	if err != nil {
-		s.tl.report("e/proxy", 0, err)
+		s.tl.Report("e/proxy", 0, err)
 		return
 	}
 	defer px.Stop()
 	var outside, inside string
-	s.tl.run("e/split-horizon/nat-client-227", func() error {
+	s.tl.Run("e/split-horizon/nat-client-227", func() error {
 		var err error
 		outside, err = expect227(s.curlList(natClient, "pasv"), "198,51,100,10")
 		return px.withLog(err)
 	})
-	s.tl.run("e/split-horizon/inside-client-227", func() error {
+	s.tl.Run("e/split-horizon/inside-client-227", func() error {
 		var err error
 		inside, err = expect227(s.curlList(insideClient, "pasv"), "10,30,0,1")
 		return px.withLog(err)
@@ -862,7 +744,7 @@ func (s *suite) caseF() {
 		prefix := "f/v6-client-v4-server/upstream-" + mode
 		px, err := s.startProxy("f-v6c-"+mode, s.srv.Addr(), passiveRange, "--upstream-data-mode", mode, "--active-ports", activeRange)
 		if err != nil {
-			s.tl.report(prefix+"/proxy", 0, err)
+			s.tl.Report(prefix+"/proxy", 0, err)
 			continue
 		}
 		drvs := v6drvs
@@ -878,7 +760,7 @@ func (s *suite) caseF() {
 		prefix := "f/v4-client-v6-server/upstream-" + mode
 		px, err := s.startProxy("f-v6s-"+mode, up6, passiveRange, "--upstream-data-mode", mode, "--active-ports", activeRange)
 		if err != nil {
-			s.tl.report(prefix+"/proxy", 0, err)
+			s.tl.Report(prefix+"/proxy", 0, err)
 			continue
 		}
 		if mode == "same" {
@@ -898,19 +780,19 @@ func (s *suite) caseF() {
 func (s *suite) caseG() {
 	px, err := s.startProxy("g", s.srv.Addr(), smallRange, "--data-accept-timeout", "60s")
 	if err != nil {
-		s.tl.report("g/proxy", 0, err)
+		s.tl.Report("g/proxy", 0, err)
 		return
 	}
 	defer px.Stop()
 	ctrl := net.JoinHostPort(pxyWanIP, strconv.Itoa(proxyPort))
-	var holders []*ftpConn
+	var holders []*peers.Ctrl
 	var holderData [smallSize]string
 	defer func() {
 		for _, h := range holders {
-			h.close()
+			h.Close()
 		}
 	}()
-	ok := s.tl.run("g/four-ports/exhausted-gives-425", func() error {
+	ok := s.tl.Run("g/four-ports/exhausted-gives-425", func() error {
 		return px.withLog(s.topo.In(nsCli, func() error {
 			for i := range smallSize {
 				h, err := dialFTP(ctrl, cliIP)
@@ -918,7 +800,7 @@ func (s *suite) caseG() {
 					return fmt.Errorf("holder %d: %w", i, err)
 				}
 				holders = append(holders, h)
-				code, text, err := h.cmd("PASV")
+				code, text, err := h.Cmd("PASV")
 				if err != nil || code != 227 {
 					return fmt.Errorf("holder %d PASV: %d %q %v", i, code, text, err)
 				}
@@ -928,12 +810,12 @@ func (s *suite) caseG() {
 			if err != nil {
 				return err
 			}
-			defer extra.close()
-			code, text, err := extra.cmd("PASV")
+			defer extra.Close()
+			code, text, err := extra.Cmd("PASV")
 			if err != nil || code != 425 || !strings.Contains(text, "no free passive port") {
 				return fmt.Errorf("PASV with every port taken: %d %q %v; want 425 ... no free passive port", code, text, err)
 			}
-			code, text, err = extra.cmd("EPSV")
+			code, text, err = extra.Cmd("EPSV")
 			if err != nil || code != 425 {
 				return fmt.Errorf("EPSV with every port taken: %d %q %v; want 425", code, text, err)
 			}
@@ -941,7 +823,7 @@ func (s *suite) caseG() {
 			return nil
 		}))
 	})
-	s.tl.run("g/four-ports/health-shows-4-of-4", func() error {
+	s.tl.Run("g/four-ports/health-shows-4-of-4", func() error {
 		body, err := s.health()
 		if err != nil {
 			return err
@@ -955,8 +837,8 @@ func (s *suite) caseG() {
 	// theirs through the burst, which leaves one port for all clients.
 	held := 0
 	if ok && len(holders) == smallSize {
-		holders[0].cmd("QUIT")
-		holders[0].close()
+		holders[0].Cmd("QUIT")
+		holders[0].Close()
 		holders = holders[1:]
 		held = len(holders)
 	}
@@ -1033,20 +915,20 @@ func (s *suite) caseG() {
 			retried++
 		}
 	}
-	s.tl.report(fmt.Sprintf("g/four-ports/%d-concurrent-clients", n), elapsed, px.withLog(errors.Join(errs...)))
+	s.tl.Report(fmt.Sprintf("g/four-ports/%d-concurrent-clients", n), elapsed, px.withLog(errors.Join(errs...)))
 	fmt.Printf("    %d clients, %d of 4 ports held: %d got 425 at least once (%d 425s in all) and then succeeded\n", n, held, retried, total425)
 
-	s.tl.run("g/four-ports/held-port-still-works", func() error {
+	s.tl.Run("g/four-ports/held-port-still-works", func() error {
 		if len(holders) == 0 {
 			return errors.New("no holder left (the exhaustion step failed)")
 		}
 		h := holders[0]
-		data, err := parse227(holderData[1])
+		data, err := peers.ParsePASV(holderData[1])
 		if err != nil {
 			return err
 		}
 		return px.withLog(s.topo.In(nsCli, func() error {
-			sum, size, err := h.retrOver(data, cliIP, "down.bin")
+			sum, size, err := retrOver(h, data, cliIP, "down.bin")
 			if err != nil {
 				return err
 			}
@@ -1059,10 +941,10 @@ func (s *suite) caseG() {
 	// The last holder's session ends with its port still waiting for a
 	// data connection.
 	for _, h := range holders {
-		h.close()
+		h.Close()
 	}
 	holders = nil
-	s.tl.run("g/four-ports/health-shows-0-of-4", func() error {
+	s.tl.Run("g/four-ports/health-shows-0-of-4", func() error {
 		var body string
 		var err error
 		deadline := time.Now().Add(10 * time.Second)

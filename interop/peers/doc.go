@@ -45,6 +45,32 @@
 //	srv, err := peers.StartServer(ctx, peers.ProFTPd, "interop/.peers", work, "127.0.0.3", 2140,
 //		peers.TLS(peers.TLSOptions{CertFile: pki.CertFile, KeyFile: pki.KeyFile, Require: true}))
 //
+// The suites that build network namespaces of their own (nat, kernel,
+// probe, forward) share their harness from here too: Topology and Within
+// for the namespaces; Preflight, AbsPaths, ProxyBinary, NetnsPrefix,
+// WorkDir and CleanWorkDir for the setup and the end of a run; Tally and
+// RunCases for the PASS/FAIL/SKIP lines, -cases and the closing counts;
+// Ctrl, a raw FTP control connection for what the client programs cannot
+// do (hold a passive port, read a raw 227, pipeline a login); and
+// HealthGet for a proxy's --health endpoint:
+//
+//	tl := &peers.Tally{}
+//	defer func() { ok := tl.Summary("nat", start); ... }()
+//	tp := newTopo(peers.NetnsPrefix(*flagPrefix, "ftpnat"))
+//	err := peers.Preflight("network namespaces and nftables", "ip", "nft", "curl")
+//	work, err := peers.WorkDir(*flagWork, "", "ftpnat-")
+//	srv, err := peers.Within(tp, "srv", func() (*peers.Server, error) {
+//		return peers.StartServer(ctx, peers.Vsftpd, peersDir, work, "10.20.0.2", 21) })
+//	peers.RunCases(tl, *flagCases, []peers.Case{{Name: "a", Run: caseA}}, nil)
+//	tl.Run("a/pasv-held", func() error {
+//		return tp.In("cli", func() error {
+//			c, err := peers.DialLogin("198.51.100.10:2141", "10.10.0.2", 15*time.Second)
+//			...
+//			ap, err := c.PASV()
+//			...
+//		})
+//	})
+//
 // Every process is started in a process group of its own and stopped by
 // its own PID; nothing here ends processes by name. Client calls are one
 // program invocation (one FTP session) each, bounded by OpTimeout.

@@ -237,6 +237,18 @@ func (t *Topology) In(role string, fn func() error) error {
 	return <-errc
 }
 
+// Within is In for an fn that makes something there, a server, a proxy
+// or a socket, and returns what fn returned.
+func Within[T any](t *Topology, role string, fn func() (T, error)) (T, error) {
+	var v T
+	err := t.In(role, func() error {
+		var err error
+		v, err = fn()
+		return err
+	})
+	return v, err
+}
+
 // Exec runs argv in the role's namespace with ip netns exec (which also
 // mounts the namespace's hosts file), bounded by limit, and returns its
 // stdout; the error is RunTool's.

@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -91,6 +94,44 @@ func (p *Proxy) Stop() error {
 	}
 	p.cmd = nil
 	return err
+}
+
+// Log returns the proxy's log so far.
+func (p *Proxy) Log() string {
+	b, _ := os.ReadFile(p.LogPath)
+	return string(b)
+}
+
+// LogSize returns the length of the proxy's log now: where the lines of
+// what follows start.
+func (p *Proxy) LogSize() int64 {
+	fi, err := os.Stat(p.LogPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// HealthGet sends GET path to a proxy's --health endpoint at addr, a bare
+// HTTP/1.0 request from the namespace of the calling goroutine (the
+// endpoint listens on the proxy's loopback, which no HTTP client outside
+// reaches), and returns the body of the answer, whatever its status.
+func HealthGet(addr, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.0\r\nHost: health\r\n\r\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return body, nil
 }
 
 // ReadTransfers reads a proxy's JSON log and returns the "down" and "up"

@@ -63,39 +63,12 @@ const (
 	probeLimit    = 30 * time.Second
 )
 
-// --- tally -------------------------------------------------------------------
-
-type tally struct {
-	mu             sync.Mutex
-	passed, failed int
-}
-
-// run runs one case and prints its PASS or FAIL line.
-func (tl *tally) run(name string, fn func() error) bool {
-	start := time.Now()
-	err := fn()
-	tl.report(name, time.Since(start), err)
-	return err == nil
-}
-
-func (tl *tally) report(name string, d time.Duration, err error) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if err == nil {
-		tl.passed++
-		fmt.Printf("PASS %s %.2fs\n", name, d.Seconds())
-		return
-	}
-	tl.failed++
-	fmt.Printf("FAIL %s %.2fs\n    %s\n", name, d.Seconds(), strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "\n    "))
-}
-
 // --- suite -------------------------------------------------------------------
 
 type suite struct {
 	ctx   context.Context
 	topo  *peers.Topology
-	tl    *tally
+	tl    *peers.Tally
 	work  string
 	peers string
 	bin   string
@@ -111,25 +84,19 @@ type suite struct {
 func TestProbe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *flagBudget)
 	defer cancel()
-	tl := &tally{}
+	tl := &peers.Tally{}
 	start := time.Now()
 	defer func() {
-		fmt.Printf("probe: suite took %.1fs\n", time.Since(start).Seconds())
-		fmt.Printf("probe: %d passed, %d failed\n", tl.passed, tl.failed)
-		if tl.failed > 0 || tl.passed == 0 {
+		if !tl.Summary("probe", start) {
 			t.Fail()
 		}
 	}()
-	prefix := *flagPrefix
-	if prefix == "" {
-		prefix = fmt.Sprintf("ftpprobe-%d", os.Getpid())
-	}
-	s := &suite{ctx: ctx, topo: newTopo(prefix), tl: tl}
+	s := &suite{ctx: ctx, topo: newTopo(peers.NetnsPrefix(*flagPrefix, "ftpprobe")), tl: tl}
 	defer s.topo.Destroy()
 	defer s.teardown() // before the namespaces go
 	setupStart := time.Now()
 	if err := s.setup(); err != nil {
-		tl.report("setup", time.Since(setupStart), err)
+		tl.Report("setup", time.Since(setupStart), err)
 		return
 	}
 	fmt.Printf("probe: setup took %.1fs\n", time.Since(setupStart).Seconds())
@@ -138,7 +105,7 @@ func TestProbe(t *testing.T) {
 	if *flagCases != "" {
 		var err error
 		if only, err = regexp.Compile(*flagCases); err != nil {
-			tl.report("cases", 0, err)
+			tl.Report("cases", 0, err)
 			return
 		}
 	}
@@ -149,35 +116,28 @@ func TestProbe(t *testing.T) {
 		}
 		if c.rules != rules {
 			if err := firewall(ctx, s.topo, c.rules); err != nil {
-				tl.report(c.name, 0, fmt.Errorf("the router's firewall: %w", err))
+				tl.Report(c.name, 0, fmt.Errorf("the router's firewall: %w", err))
 				continue
 			}
 			rules = c.rules
 		}
-		tl.run(c.name, func() error { return s.run(c) })
+		tl.Run(c.name, func() error { return s.run(c) })
 	}
 }
 
 // setup builds the topology and starts the servers, the SSH banner and the
 // proxy.
 func (s *suite) setup() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root for network namespaces and nftables")
+	if err := peers.Preflight("network namespaces and nftables", "ip", "nft", "openssl"); err != nil {
+		return err
 	}
-	for _, tool := range []string{"ip", "nft", "openssl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found (interop/install-peers.sh installs it)", tool)
-		}
+	s.peers = *flagPeers
+	if err := peers.AbsPaths(&s.peers); err != nil {
+		return err
 	}
 	var err error
-	if s.peers, err = filepath.Abs(*flagPeers); err != nil {
+	if s.bin, err = peers.ProxyBinary(*flagProxyBin); err != nil {
 		return err
-	}
-	if s.bin, err = filepath.Abs(*flagProxyBin); err != nil {
-		return err
-	}
-	if _, err := os.Stat(s.bin); err != nil {
-		return fmt.Errorf("ftpproxy binary: %w", err)
 	}
 	if err := s.topo.Build(s.ctx); err != nil {
 		return fmt.Errorf("topology: %w", err)
@@ -185,15 +145,7 @@ func (s *suite) setup() error {
 	if err := firewall(s.ctx, s.topo, openPath); err != nil {
 		return fmt.Errorf("the kernel refused the router's nftables ruleset: %w", err)
 	}
-	s.work = *flagWork
-	if s.work == "" {
-		if s.work, err = os.MkdirTemp("", "ftpprobe-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(s.work, 0o755); err != nil {
-		return err
-	}
-	if err := os.Chmod(s.work, 0o755); err != nil {
+	if s.work, err = peers.WorkDir(*flagWork, "", "ftpprobe-"); err != nil {
 		return err
 	}
 	fmt.Printf("probe: namespaces %s-{cli,lan,rtr,srv}, work directory %s\n", s.topo.Prefix, s.work)
@@ -222,11 +174,8 @@ func (s *suite) setup() error {
 	}
 	for _, sv := range servers {
 		lo, hi := portRange(sv.pasv)
-		var srv *peers.Server
-		err := s.topo.In(nsSrv, func() error {
-			var err error
-			srv, err = peers.StartServer(s.ctx, sv.kind, s.peers, s.work, sv.host, sv.port, append(sv.opts, peers.PassivePorts(lo, hi))...)
-			return err
+		srv, err := peers.Within(s.topo, nsSrv, func() (*peers.Server, error) {
+			return peers.StartServer(s.ctx, sv.kind, s.peers, s.work, sv.host, sv.port, append(sv.opts, peers.PassivePorts(lo, hi))...)
 		})
 		if err != nil {
 			return fmt.Errorf("%s on %s:%d: %w", sv.kind.Name, sv.host, sv.port, err)
@@ -396,11 +345,7 @@ func (s *suite) teardown() {
 	for _, srv := range s.servers {
 		srv.Stop()
 	}
-	if s.work != "" && !*flagKeep && s.tl.failed == 0 && *flagWork == "" {
-		os.RemoveAll(s.work)
-	} else if s.work != "" {
-		fmt.Printf("probe: work directory kept: %s\n", s.work)
-	}
+	peers.CleanWorkDir("probe", s.work, !*flagKeep && s.tl.Failed() == 0 && *flagWork == "")
 }
 
 // --- running the probe -------------------------------------------------------
