@@ -335,6 +335,17 @@ func (f *fakeConn) SendData(dc net.Conn, data []byte) {
 	}
 }
 
+// serveRETR greets, answers the proxy's PASV, takes a RETR of name and
+// its data connection, and says 150: a server about to send.
+func (f *fakeConn) serveRETR(name string) *net.TCPConn {
+	f.Send("220 ready")
+	l := f.AnswerPASV("127,0,0,1")
+	f.Expect("RETR " + name)
+	dc := l.Accept()
+	f.Send("150 Opening data connection.")
+	return dc
+}
+
 // AnswerPASV waits for PASV, opens a data listener and announces it at
 // host (four comma-separated octets) in its 227 reply.
 func (f *fakeConn) AnswerPASV(host string) *fakeListener {

@@ -70,6 +70,21 @@ func openKernelPath(t *testing.T) *kernelpath.Path {
 	return p
 }
 
+// kernelProxy runs m behind a proxy with the kernel path on.
+func kernelProxy(t *testing.T, m *miniFTP, o proxyOpts) (*kernelpath.Path, *proxyEnv) {
+	t.Helper()
+	kp := openKernelPath(t)
+	fs := newFakeServer(t, m.serve)
+	config := o.config
+	o.config = func(c *proxy.Config) {
+		c.KernelPath = kp
+		if config != nil {
+			config(c)
+		}
+	}
+	return kp, startProxy(t, fs.addr(), o)
+}
+
 // checkNoElements waits for the path's maps to be empty: a transfer leaves
 // nothing behind.
 func checkNoElements(t *testing.T, p *kernelpath.Path) {
@@ -97,12 +112,10 @@ func TestKernelPathTransfers(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	down := randomBytes(t, 8<<20)
 	up := randomBytes(t, 4<<20)
 	m := &miniFTP{files: map[string][]byte{"down.bin": down}, stored: make(chan storedFile, 1)}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	kp, e := kernelProxy(t, m, proxyOpts{})
 
 	c := dialLogin(t, e.addr)
 	c.Cmd("TYPE I", 200)
@@ -139,17 +152,16 @@ func TestKernelPathTransfers(t *testing.T) {
 // TestKernelPathRefusesOthers: a connection to the announced port from
 // another address, and a second one from the client once its own is
 // established, reach the proxy's listener and are refused; the transfer
-// goes on byte-exact, and its 226 waits for the server's close.
+// goes on byte-exact, STAT reports conntrack's count, and the 226 waits
+// for the server's close.
 func TestKernelPathRefusesOthers(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	file := randomBytes(t, 2<<20)
 	gate := make(chan struct{})
 	m := &miniFTP{files: map[string][]byte{"f": file}, closeGate: gate}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	kp, e := kernelProxy(t, m, proxyOpts{})
 
 	c := dialLogin(t, e.addr)
 	ap := checkPASVReply(t, e, c.Cmd("PASV", 227))
@@ -179,6 +191,12 @@ func TestKernelPathRefusesOthers(t *testing.T) {
 	}
 	refused("127.0.0.1")
 	e.logs.waitFor(t, "second data connection refused")
+	// STAT answers at once, with conntrack's count.
+	r := c.Cmd("STAT", 213)
+	var n int
+	if _, err := fmt.Sscanf(r.lines[0], "213 Status: RETR in progress, about %d bytes carried by the kernel.", &n); err != nil || n < len(file) {
+		t.Errorf("STAT: %q (%d bytes, %v); want about %d bytes carried by the kernel", r.text(), n, err, len(file))
+	}
 	// Every byte is there and the server has sent its 226, but its data
 	// connection is still open: the reply waits.
 	replies := make(chan replyOrErr, 1)
@@ -233,11 +251,7 @@ func TestKernelPathFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			serverSaw := make(chan error, 1)
 			fs := newFakeServer(t, func(f *fakeConn) {
-				f.Send("220 ready")
-				l := f.AnswerPASV("127,0,0,1")
-				f.Expect("RETR endless")
-				dc := l.Accept()
-				f.Send("150 Opening data connection.")
+				dc := f.serveRETR("endless")
 				// The flow the proxy ends is reset at each side's next
 				// packet; on loopback the server's own end may only stall,
 				// so it gives up after a moment either way.
@@ -294,15 +308,13 @@ func TestKernelPathConcurrent(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	const sessions = 200
 	files := make(map[string][]byte)
 	for i := range 10 {
 		files[fmt.Sprintf("f%d", i)] = randomBytes(t, 64<<10+i*4096)
 	}
 	m := &miniFTP{files: files}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{poolSize: 256, config: func(c *proxy.Config) { c.KernelPath = kp }})
+	kp, e := kernelProxy(t, m, proxyOpts{poolSize: 256})
 
 	var wg sync.WaitGroup
 	errs := make(chan error, sessions)
@@ -363,11 +375,9 @@ func TestKernelPathFallbackActive(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	file := randomBytes(t, 1<<20)
 	m := &miniFTP{files: map[string][]byte{"f": file}}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	_, e := kernelProxy(t, m, proxyOpts{})
 	c := dialLogin(t, e.addr)
 	ln := listenActive(t, "tcp", "127.0.0.1:0")
 	c.Cmd("EPRT "+rewrite.FormatEPRT(ln.Addr().(*net.TCPAddr).AddrPort()), 200)
@@ -392,11 +402,9 @@ func TestKernelPathAddFails(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	file := randomBytes(t, 1<<20)
 	m := &miniFTP{files: map[string][]byte{"f": file}}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
+	_, e := kernelProxy(t, m, proxyOpts{})
 	nft, err := nftables.New()
 	if err != nil {
 		t.Fatal(err)
@@ -406,15 +414,7 @@ func TestKernelPathAddFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dialLogin(t, e.addr)
-	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
-	c.Send("RETR f")
-	c.Expect(150)
-	got, err := readAll(dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Expect(226)
-	checkSame(t, "RETR", got, file)
+	retrPassive(t, c, checkPASVReply(t, e, c.Cmd("PASV", 227)), "f", file)
 	e.logs.waitFor(t, "kernel data path: redirect not added; relaying this transfer")
 	e.logs.waitFor(t, `"path":"splice_add_failed"`)
 	e.logs.waitFor(t, `"message":"transfer"`, `"cmd":"RETR"`)
@@ -429,11 +429,9 @@ func TestKernelPathFallbackFamily(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	kp := openKernelPath(t)
 	file := randomBytes(t, 256<<10)
 	m := &miniFTP{files: map[string][]byte{"f": file}}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{listen: "[::1]:0", config: func(c *proxy.Config) { c.KernelPath = kp }})
+	kp, e := kernelProxy(t, m, proxyOpts{listen: "[::1]:0"})
 	c := dialLogin(t, e.addr)
 	port := checkEPSVReply(t, e, c.Cmd("EPSV", 229))
 	retrPassive(t, c, netip.AddrPortFrom(netip.MustParseAddr("::1"), port), "f", file)
@@ -443,35 +441,4 @@ func TestKernelPathFallbackFamily(t *testing.T) {
 		t.Error("an IPv6 client before an IPv4 server was logged as carried by the kernel")
 	}
 	checkNoElements(t, kp)
-}
-
-// TestKernelPathSTAT: STAT during a transfer the kernel carries reports
-// conntrack's count.
-func TestKernelPathSTAT(t *testing.T) {
-	if !inNetns(t) {
-		return
-	}
-	kp := openKernelPath(t)
-	file := randomBytes(t, 1<<20)
-	gate := make(chan struct{})
-	m := &miniFTP{files: map[string][]byte{"f": file}, closeGate: gate}
-	fs := newFakeServer(t, m.serve)
-	e := startProxy(t, fs.addr(), proxyOpts{config: func(c *proxy.Config) { c.KernelPath = kp }})
-	c := dialLogin(t, e.addr)
-	dc := c.DialData(checkPASVReply(t, e, c.Cmd("PASV", 227)))
-	c.Send("RETR f")
-	c.Expect(150)
-	got := make([]byte, len(file))
-	dc.SetReadDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.ReadFull(dc, got); err != nil {
-		t.Fatal(err)
-	}
-	r := c.Cmd("STAT", 213)
-	var n int
-	if _, err := fmt.Sscanf(r.lines[0], "213 Status: RETR in progress, about %d bytes carried by the kernel.", &n); err != nil || n < len(file) {
-		t.Errorf("STAT: %q (%d bytes, %v); want about %d bytes carried by the kernel", r.text(), n, err, len(file))
-	}
-	close(gate)
-	c.Expect(226)
-	checkSame(t, "RETR", got, file)
 }

@@ -332,15 +332,11 @@ func TestMetricsPassivePortExhaustion(t *testing.T) {
 func TestMetricsTransferResults(t *testing.T) {
 	checkFDs(t)
 	fs := newFakeServer(t, func(f *fakeConn) {
-		f.Send("220 ready")
-		l := f.AnswerPASV("127,0,0,1")
-		f.Expect("RETR endless")
-		dc := l.Accept()
-		f.Send("150 Opening data connection.")
+		dc := f.serveRETR("endless")
 		f.waitErr(streamData(dc, bytes.Repeat([]byte("A"), 32<<10)), "the aborted stream")
 		dc.Close()
 		f.Send("426 Connection closed; transfer aborted.")
-		l = f.AnswerPASV("127,0,0,1")
+		l := f.AnswerPASV("127,0,0,1")
 		f.Expect("RETR missing")
 		f.Send("550 No such file.")
 		l.ln.Close()

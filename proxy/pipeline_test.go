@@ -852,11 +852,7 @@ func TestTransferCutBySessionEnd(t *testing.T) {
 			checkFDs(t)
 			die := make(chan struct{})
 			fs := newFakeServer(t, func(f *fakeConn) {
-				f.Send("220 ready")
-				l := f.AnswerPASV("127,0,0,1")
-				f.Expect("RETR endless")
-				dc := l.Accept()
-				f.Send("150 Opening data connection.")
+				dc := f.serveRETR("endless")
 				done := streamData(dc, bytes.Repeat([]byte("E"), 32<<10))
 				ended := make(chan error, 1)
 				go func() {

@@ -743,18 +743,14 @@ func TestABOR(t *testing.T) {
 			checkFDs(t)
 			small := randomBytes(t, 100<<10)
 			fs := newFakeServer(t, func(f *fakeConn) {
-				f.Send("220 ready")
-				l := f.AnswerPASV("127,0,0,1")
-				f.Expect("RETR endless")
-				dc := l.Accept()
-				f.Send("150 Opening data connection.")
+				dc := f.serveRETR("endless")
 				done := streamData(dc, bytes.Repeat([]byte("A"), 32<<10))
 				if err := f.waitErr(done, "the aborted stream"); err == nil {
 					f.fail("the data connection was not ended by the ABOR")
 				}
 				dc.Close()
 				f.Send(tt.final)
-				l = f.AnswerPASV("127,0,0,1") // not ABOR: it never reaches the server
+				l := f.AnswerPASV("127,0,0,1") // not ABOR: it never reaches the server
 				f.Expect("RETR small")
 				dc = l.Accept()
 				f.Send("150 Opening data connection.")
@@ -829,11 +825,7 @@ func TestClientVanishesMidTransfer(t *testing.T) {
 	checkFDs(t)
 	upstreamEOF := make(chan error, 1)
 	fs := newFakeServer(t, func(f *fakeConn) {
-		f.Send("220 ready")
-		l := f.AnswerPASV("127,0,0,1")
-		f.Expect("RETR endless")
-		dc := l.Accept()
-		f.Send("150 Opening data connection.")
+		dc := f.serveRETR("endless")
 		done := streamData(dc, bytes.Repeat([]byte("B"), 32<<10))
 		line, err := f.ReadLine()
 		if err == nil {
