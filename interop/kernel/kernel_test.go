@@ -57,6 +57,7 @@ const (
 	lifePort     = 2144 // the lifecycle case's proxy, table ftpproxy
 	kernPort     = 2145 // throughput: kernel, guard off
 	splicePort   = 2146 // throughput: splice
+	upgPort      = 2147 // the upgrade case's proxy, table ftpkrnupg
 	unprivPort   = 30021
 	healthA      = "127.0.0.1:2149"
 	health6      = "127.0.0.1:2150"
@@ -64,12 +65,14 @@ const (
 	healthKern   = "127.0.0.1:2152"
 	healthSplice = "127.0.0.1:2153"
 	healthLife   = "127.0.0.1:2154"
+	healthUpg    = "127.0.0.1:2155"
 
 	rangeA      = "24000-24399" // 400 ports: 200 sessions at once, and more
 	activeA     = "24400-24449"
 	range6      = "24500-24549"
 	rangePPH    = "24600-24649"
 	rangeLife   = "24700-24749"
+	rangeUpg    = "24800-24849"
 	rangeKern   = "25000-25049"
 	rangeSplice = "25100-25149"
 	rangeUnpriv = "31000-31049"
@@ -79,6 +82,7 @@ const (
 	tablePPH     = "ftpkrnpph"
 	tableKern    = "ftpkrnbench"
 	tableUnpriv  = "ftpkrnunpriv"
+	tableUpg     = "ftpkrnupg"
 
 	// The address the PROXY-header client claims for itself.
 	claimedIP = "10.77.0.5"
@@ -146,7 +150,7 @@ func TestKernel(t *testing.T) {
 		{Name: "guard", Run: s.caseGuard}, {Name: "theft", Run: s.caseTheft}, {Name: "kills", Run: s.caseKills},
 		{Name: "concurrency", Run: s.caseConcurrency}, {Name: "fallbacks", Run: s.caseFallbacks},
 		{Name: "throughput", Run: s.caseThroughput}, {Name: "unprivileged", Run: s.caseUnprivileged},
-		{Name: "lifecycle", Run: s.caseLifecycle},
+		{Name: "lifecycle", Run: s.caseLifecycle}, {Name: "upgrade", Run: s.caseUpgrade},
 	}
 	peers.RunCases(tl, *flagCases, cases, func() error {
 		if s.ctx.Err() != nil {
