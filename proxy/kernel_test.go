@@ -141,6 +141,7 @@ func TestKernelPathTransfers(t *testing.T) {
 
 	e.logs.waitFor(t, `"data_path":"kernel"`, `"cmd":"RETR"`, `"down":`)
 	e.logs.waitFor(t, `"data_path":"kernel"`, `"cmd":"STOR"`)
+	e.logs.waitFor(t, `"message":"session closed"`, `"kernel_transfers":2`, `"transfers":2`)
 	for _, line := range strings.Split(e.logs.String(), "\n") {
 		if strings.Contains(line, `"message":"transfer"`) && !strings.Contains(line, `"data_path":"kernel"`) {
 			t.Errorf("transfer not carried by the kernel: %s", line)

@@ -113,6 +113,7 @@ type session struct {
 	started             time.Time
 	commands, transfers int
 	bytesDown, bytesUp  int64
+	kernelTransfers     int // of transfers, carried by the kernel: counted by conntrack
 	endReason           string
 	wbuf                []byte
 }
@@ -296,8 +297,13 @@ func (s *session) finish() {
 		t.release() // transfers whose goroutine never started
 	}
 	s.cfg.Metrics.sessionEnded(s.endReason)
-	s.log.Info().
-		Str("reason", s.endReason).
+	ev := s.log.Info()
+	if s.kernelTransfers > 0 {
+		// Their bytes in down and up are conntrack's count of the
+		// packets' payload, as on their transfer lines.
+		ev = ev.Int("kernel_transfers", s.kernelTransfers)
+	}
+	ev.Str("reason", s.endReason).
 		Dur("duration", time.Since(s.started)).
 		Int("commands", s.commands).
 		Int("transfers", s.transfers).
@@ -516,6 +522,9 @@ func (s *session) transferDone(t *transfer) {
 	}
 	if t.claimed {
 		s.transfers++
+		if t.kernel.Load() {
+			s.kernelTransfers++
+		}
 	}
 	s.bytesDown += t.down
 	s.bytesUp += t.up
