@@ -31,9 +31,6 @@ type Flow struct {
 	undead       bool // the mark has left the dead set
 }
 
-// Mark is the flow's conntrack mark.
-func (f *Flow) Mark() uint32 { return f.mark }
-
 // Established is closed when the client's connection has been redirected.
 func (f *Flow) Established() <-chan struct{} { return f.established }
 
@@ -58,11 +55,8 @@ func (f *Flow) event(ev conntrack.Event) {
 		f.tuple, f.known = ev.Flow.TupleOrig, true
 		close(f.established)
 	case ev.Flow.TupleOrig.Proto.SourcePort != f.tuple.Proto.SourcePort:
-		// Another connection got the redirect in the instant before the
-		// packet path deleted its key: it is not followed.
-		if ev.Type == conntrack.EventNew {
-			f.others++
-		}
+		// Not the connection that closed the gate (one that took the
+		// mark in the same instant, on another CPU): not followed.
 		f.mu.Unlock()
 		return
 	}
@@ -106,14 +100,6 @@ func (f *Flow) Snapshot() (Snapshot, bool) {
 	return f.last, f.known
 }
 
-// Others is how many further connections were redirected under the
-// flow's mark (it should be none: the packet path deletes the key).
-func (f *Flow) Others() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.others
-}
-
 // Kill makes the kernel reset the connection on both sides, at each
 // side's next packet.
 func (f *Flow) Kill() error {
@@ -148,12 +134,12 @@ func (f *Flow) Forget() error {
 
 // TCP states as conntrack numbers them (enum tcp_conntrack).
 const (
-	StateEstablished = 3
-	StateFinWait     = 4
-	StateCloseWait   = 5
-	StateLastAck     = 6
-	StateTimeWait    = 7
-	StateClose       = 8
+	stateEstablished = 3
+	stateFinWait     = 4
+	stateCloseWait   = 5
+	stateLastAck     = 6
+	stateTimeWait    = 7
+	stateClose       = 8
 )
 
 // Per-direction flags of conntrack's TCP tracking (IP_CT_TCP_FLAG_*).
@@ -194,7 +180,7 @@ func (s *Snapshot) merge(c conntrack.Flow, destroyed bool) {
 		s.Gone = true
 	}
 	switch {
-	case s.State == StateClose:
+	case s.State == stateClose:
 		s.sawReset = true
 	case s.delivered(false):
 		s.sawDeliveredOrig = true
@@ -214,7 +200,7 @@ func (s *Snapshot) delivered(senderIsReply bool) bool {
 	if !s.flagsKnown || flags&flagCloseInit == 0 || flags&flagDataUnacked != 0 {
 		return false
 	}
-	return s.State == StateCloseWait || s.State == StateLastAck || s.State == StateTimeWait
+	return s.State == stateCloseWait || s.State == stateLastAck || s.State == stateTimeWait
 }
 
 // Outcome is how a flow stands for the transfer it carries.
@@ -242,7 +228,7 @@ func (s Snapshot) Outcome(senderIsReply, senderKnown bool) Outcome {
 		delivered = s.sawDeliveredOrig || s.sawDeliveredReply
 	}
 	switch {
-	case s.State == StateTimeWait && !s.sawReset:
+	case s.State == stateTimeWait && !s.sawReset:
 		return Closed
 	case delivered:
 		return Delivered

@@ -30,18 +30,18 @@ func TestOutcome(t *testing.T) {
 		noneKnown Outcome // the transfer's direction not known yet
 		wasReset  bool
 	}{
-		{"established", []conntrack.Flow{tcpFlow(StateEstablished, 0, unack)}, false, Flowing, Flowing, Flowing, false},
-		{"server FIN not yet acknowledged", []conntrack.Flow{tcpFlow(StateFinWait, 0, fin|unack)}, false, Flowing, Flowing, Flowing, false},
-		{"server FIN acknowledged", []conntrack.Flow{tcpFlow(StateCloseWait, 0, fin)}, false, Delivered, Flowing, Delivered, false},
-		{"server closed first, then the client", []conntrack.Flow{tcpFlow(StateCloseWait, 0, fin), tcpFlow(StateLastAck, 0, fin)}, false, Delivered, Flowing, Delivered, false},
-		{"both closed", []conntrack.Flow{tcpFlow(StateTimeWait, 0, fin)}, false, Closed, Closed, Closed, false},
-		{"client FIN acknowledged", []conntrack.Flow{tcpFlow(StateCloseWait, fin, 0)}, false, Flowing, Delivered, Delivered, false},
-		{"CLOSE_WAIT while data unacknowledged", []conntrack.Flow{tcpFlow(StateCloseWait, 0, fin|unack)}, false, Flowing, Flowing, Flowing, false},
-		{"reset mid-transfer", []conntrack.Flow{tcpFlow(StateEstablished, 0, unack), tcpFlow(StateClose, 0, unack)}, false, Reset, Reset, Reset, true},
-		{"reset after delivery", []conntrack.Flow{tcpFlow(StateCloseWait, 0, fin), tcpFlow(StateClose, 0, fin)}, false, Delivered, Reset, Delivered, true},
-		{"reset after TIME_WAIT", []conntrack.Flow{tcpFlow(StateTimeWait, 0, fin), tcpFlow(StateClose, 0, fin)}, false, Delivered, Reset, Delivered, true},
-		{"gone while established", []conntrack.Flow{tcpFlow(StateEstablished, 0, 0)}, true, Reset, Reset, Reset, true},
-		{"no flags reported", []conntrack.Flow{{ProtoInfo: conntrack.ProtoInfo{TCP: &conntrack.ProtoInfoTCP{State: StateCloseWait}}}}, false, Flowing, Flowing, Flowing, false},
+		{"established", []conntrack.Flow{tcpFlow(stateEstablished, 0, unack)}, false, Flowing, Flowing, Flowing, false},
+		{"server FIN not yet acknowledged", []conntrack.Flow{tcpFlow(stateFinWait, 0, fin|unack)}, false, Flowing, Flowing, Flowing, false},
+		{"server FIN acknowledged", []conntrack.Flow{tcpFlow(stateCloseWait, 0, fin)}, false, Delivered, Flowing, Delivered, false},
+		{"server closed first, then the client", []conntrack.Flow{tcpFlow(stateCloseWait, 0, fin), tcpFlow(stateLastAck, 0, fin)}, false, Delivered, Flowing, Delivered, false},
+		{"both closed", []conntrack.Flow{tcpFlow(stateTimeWait, 0, fin)}, false, Closed, Closed, Closed, false},
+		{"client FIN acknowledged", []conntrack.Flow{tcpFlow(stateCloseWait, fin, 0)}, false, Flowing, Delivered, Delivered, false},
+		{"CLOSE_WAIT while data unacknowledged", []conntrack.Flow{tcpFlow(stateCloseWait, 0, fin|unack)}, false, Flowing, Flowing, Flowing, false},
+		{"reset mid-transfer", []conntrack.Flow{tcpFlow(stateEstablished, 0, unack), tcpFlow(stateClose, 0, unack)}, false, Reset, Reset, Reset, true},
+		{"reset after delivery", []conntrack.Flow{tcpFlow(stateCloseWait, 0, fin), tcpFlow(stateClose, 0, fin)}, false, Delivered, Reset, Delivered, true},
+		{"reset after TIME_WAIT", []conntrack.Flow{tcpFlow(stateTimeWait, 0, fin), tcpFlow(stateClose, 0, fin)}, false, Delivered, Reset, Delivered, true},
+		{"gone while established", []conntrack.Flow{tcpFlow(stateEstablished, 0, 0)}, true, Reset, Reset, Reset, true},
+		{"no flags reported", []conntrack.Flow{{ProtoInfo: conntrack.ProtoInfo{TCP: &conntrack.ProtoInfoTCP{State: stateCloseWait}}}}, false, Flowing, Flowing, Flowing, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -268,9 +268,9 @@ type Redirect struct {
 	Timeout time.Duration
 }
 
-// ErrFamily is returned for a redirect between address families, or one
-// in a family the host does not forward.
-var ErrFamily = errors.New("kernelpath: addresses of different families")
+// errFamily is returned for a redirect whose addresses are not all of one
+// family: the kernel's NAT does not translate between IPv4 and IPv6.
+var errFamily = errors.New("kernelpath: addresses of different families")
 
 // Redirect adds the elements for r and returns its flow. The client's
 // next connection from r.Client to r.Port is the flow; the caller must
@@ -278,7 +278,7 @@ var ErrFamily = errors.New("kernelpath: addresses of different families")
 func (p *Path) Redirect(r Redirect) (*Flow, error) {
 	client, to, from := r.Client.Unmap(), netip.AddrPortFrom(r.To.Addr().Unmap(), r.To.Port()), r.From.Unmap()
 	if client.Is4() != to.Addr().Is4() || client.Is4() != from.Is4() {
-		return nil, ErrFamily
+		return nil, errFamily
 	}
 	fam := &p.sets.v4
 	if client.Is6() {
