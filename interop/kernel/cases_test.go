@@ -299,6 +299,54 @@ func (s *suite) caseKills() {
 		})
 	}
 
+	s.tl.Run("kills/abor-resets-both-ends", func() error {
+		// The proxy ends this flow itself: its mark goes in the dead set
+		// and the kernel resets both ends at their next packet.
+		off := a.LogSize()
+		err := s.clientSession(func(f *ftpConn) error {
+			d, err := f.startRetr(cliIP, s.mid.Name, 2<<20)
+			if err != nil {
+				return err
+			}
+			defer d.dc.Close()
+			if err := f.Send("ABOR"); err != nil {
+				return err
+			}
+			for _, want := range []int{426, 226} {
+				if code, text, err := f.ReplyWithin(20 * time.Second); err != nil || code != want {
+					return fmt.Errorf("after ABOR: %d %q %v; want %d", code, text, err, want)
+				}
+			}
+			err = d.sk.read(d.dc, -1, 10*time.Second)
+			switch {
+			case err == nil:
+				return fmt.Errorf("the data connection ended cleanly after ABOR, %d bytes in: a short file would look whole", d.sk.n)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return fmt.Errorf("the data connection neither ended nor was reset after ABOR: %w", err)
+			}
+			s.tl.Note("client's data connection after ABOR: %v, %d of %d bytes", err, d.sk.n, s.mid.Size)
+			// The server's session goes on: its reply to the aborted
+			// transfer was dropped, NOOP is its.
+			if code, text, err := f.Cmd("NOOP"); err != nil || code != 200 {
+				return fmt.Errorf("NOOP after ABOR: %d %q %v", code, text, err)
+			}
+			f.Cmd("QUIT")
+			return nil
+		})
+		if err != nil {
+			return a.withLog(err)
+		}
+		l, err := a.waitLine(off, 10*time.Second, "transfer line", func(l logLine) bool { return l.str("message") == "transfer" })
+		if err != nil {
+			return a.withLog(err)
+		}
+		if l.str("data_path") != "kernel" || !strings.Contains(l.str("error"), "aborted") {
+			b, _ := json.Marshal(l)
+			return a.withLog(fmt.Errorf("the transfer line does not show an aborted kernel transfer: %s", b))
+		}
+		return a.withLog(s.waitEmpty(defaultTable, 5*time.Second))
+	})
+
 	var killedGot int64
 	var killedLine logLine
 	s.tl.Run("kills/curl-sigkill", func() error {
