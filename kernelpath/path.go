@@ -106,27 +106,33 @@ func Open(cfg Config) (*Path, error) {
 	if p.nft, err = nftables.New(nftables.AsLasting()); err != nil {
 		return nil, fmt.Errorf("kernelpath: nftables: %w", err)
 	}
-	if err := p.buildTable(cfg); err != nil {
+	kept, err := p.buildTable(cfg)
+	if err != nil {
 		p.nft.CloseLasting()
+		return nil, err
+	}
+	// Giving up leaves a table that another process uses as it was.
+	giveUp := func(err error) (*Path, error) {
+		if kept {
+			p.nft.CloseLasting()
+		} else {
+			p.removeTable()
+		}
 		return nil, err
 	}
 	// Checked once the table exists: its NAT chains load conntrack if
 	// nothing had.
-	if acct, err := readSysctl("net/netfilter/nf_conntrack_acct"); err != nil || acct != "1" {
-		p.removeTable()
-		if err != nil {
-			return nil, fmt.Errorf("kernelpath: conntrack is not available (%w)", err)
-		}
-		return nil, errors.New("kernelpath: conntrack accounting is off (sysctl net.netfilter.nf_conntrack_acct=1)")
+	if acct, err := readSysctl("net/netfilter/nf_conntrack_acct"); err != nil {
+		return giveUp(fmt.Errorf("kernelpath: conntrack is not available (%w)", err))
+	} else if acct != "1" {
+		return giveUp(errors.New("kernelpath: conntrack accounting is off (sysctl net.netfilter.nf_conntrack_acct=1)"))
 	}
 	if p.ct, err = conntrack.Dial(nil); err != nil {
-		p.removeTable()
-		return nil, fmt.Errorf("kernelpath: conntrack: %w", err)
+		return giveUp(fmt.Errorf("kernelpath: conntrack: %w", err))
 	}
 	if err := p.listen(); err != nil {
 		p.ct.Close()
-		p.removeTable()
-		return nil, err
+		return giveUp(err)
 	}
 	p.wg.Go(p.dispatch)
 	p.wg.Go(p.resync)
@@ -135,33 +141,33 @@ func Open(cfg Config) (*Path, error) {
 
 // buildTable replaces any table of the same name (left by a proxy that
 // crashed) with a fresh one; with cfg.Keep an existing one is used as it
-// is.
-func (p *Path) buildTable(cfg Config) error {
+// is, and kept says so.
+func (p *Path) buildTable(cfg Config) (kept bool, err error) {
 	p.nftMu.Lock()
 	defer p.nftMu.Unlock()
 	existing, err := p.nft.ListTableOfFamily(p.table.Name, p.table.Family)
 	if err != nil && !errors.Is(err, unix.ENOENT) && !strings.Contains(err.Error(), "no such file") {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("kernelpath: not permitted to change nftables (needs CAP_NET_ADMIN): %w", err)
+			return false, fmt.Errorf("kernelpath: not permitted to change nftables (needs CAP_NET_ADMIN): %w", err)
 		}
-		return fmt.Errorf("kernelpath: list nftables table %s: %w", p.table.Name, err)
+		return false, fmt.Errorf("kernelpath: list nftables table %s: %w", p.table.Name, err)
 	}
 	if existing != nil && cfg.Keep {
-		return nil
+		return true, nil
 	}
 	if existing != nil {
 		p.nft.DelTable(p.table)
 	}
 	if err := p.sets.build(p.nft, p.table, cfg.Guard); err != nil {
-		return err
+		return false, err
 	}
 	if err := p.nft.Flush(); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("kernelpath: not permitted to change nftables (needs CAP_NET_ADMIN): %w", err)
+			return false, fmt.Errorf("kernelpath: not permitted to change nftables (needs CAP_NET_ADMIN): %w", err)
 		}
-		return fmt.Errorf("kernelpath: create nftables table %s: %w", p.table.Name, err)
+		return false, fmt.Errorf("kernelpath: create nftables table %s: %w", p.table.Name, err)
 	}
-	return nil
+	return false, nil
 }
 
 // listen opens the conntrack event stream.

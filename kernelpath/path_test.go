@@ -413,6 +413,22 @@ func TestOpenSaysWhy(t *testing.T) {
 	if _, err := c.ListTableOfFamily("fpwhy", nftables.TableFamilyINet); err == nil {
 		t.Error("a path that failed to open left its table")
 	}
+
+	// A process taking over in an upgrade that cannot open leaves the
+	// running one's table alone.
+	set("net/netfilter/nf_conntrack_acct", "1")
+	running, err := Open(Config{Table: "fpwhy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.Close(false)
+	set("net/netfilter/nf_conntrack_acct", "0")
+	if _, err := Open(Config{Table: "fpwhy", Keep: true}); err == nil {
+		t.Fatal("opened with accounting off")
+	}
+	if _, err := c.ListTableOfFamily("fpwhy", nftables.TableFamilyINet); err != nil {
+		t.Errorf("a taking-over process that failed to open removed the running one's table: %v", err)
+	}
 }
 
 // TestRedirectOnlyToLocal: a connection from the client to the announced
