@@ -188,7 +188,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	transfers := counterVec("transfers_total",
 		"Transfers (RETR, STOR, LIST...) ended, by direction (down: to the client), the client's data mode and result (ok, failed, aborted: by ABOR or the session's end).",
 		"direction", "mode", "result")
-	bytes := counterVec("transfer_bytes_total", "Bytes relayed on data connections, by direction (down: to the client), added when a transfer ends.", "direction")
+	bytes := counterVec("transfer_bytes_total", "Bytes relayed on data connections (on the kernel path, conntrack's count of the payload), by direction (down: to the client), added when a transfer ends.", "direction")
 	xferDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "transfer_duration_seconds",
 		Help:    "Time from a data channel's setup to the end of its transfer, by direction.",

@@ -3,6 +3,7 @@ package main
 import (
 	"net/netip"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/ftpproxy/ftpproxy/kernelpath"
@@ -33,3 +34,19 @@ var (
 	ipv4 = netip.IPv4Unspecified()
 	ipv6 = netip.IPv6Unspecified()
 )
+
+// registerKernelPath adds ftpproxy_kernel_path_up to reg: 1 when the
+// kernel data path asked for is on, 0 when the proxy fell back to relaying
+// every transfer (the log line at start says why). Absent with
+// --data-path splice.
+func registerKernelPath(reg prometheus.Registerer, on bool) {
+	up := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ftpproxy",
+		Name:      "kernel_path_up",
+		Help:      "With --data-path kernel: 1 if the kernel carries plain passive transfers, 0 if the proxy fell back to relaying them all (see the log at start).",
+	})
+	if on {
+		up.Set(1)
+	}
+	reg.MustRegister(up)
+}

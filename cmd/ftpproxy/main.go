@@ -87,6 +87,9 @@ func run(o *options) error {
 	var wg sync.WaitGroup
 	svcs := newFleet(upg, &wg, reg)
 	svcs.kernel = openKernelPath(o, upg.inherited(), log)
+	if reg != nil && o.dataPath == "kernel" {
+		registerKernelPath(reg, svcs.kernel != nil)
+	}
 	if err := svcs.start(o, log); err != nil {
 		return err
 	}

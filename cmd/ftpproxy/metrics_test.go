@@ -208,3 +208,28 @@ func expectLine(t *testing.T, br *bufio.Reader, prefix string) {
 		t.Fatalf("got %q, %v; want a line starting %q", line, err, prefix)
 	}
 }
+
+// TestKernelPathUpMetric: the gauge says whether the kernel path asked
+// for is on.
+func TestKernelPathUpMetric(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		reg := newRegistry()
+		registerKernelPath(reg, on)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			if mf.GetName() == "ftpproxy_kernel_path_up" {
+				found = true
+				if v := mf.GetMetric()[0].GetGauge().GetValue(); (v == 1) != on {
+					t.Errorf("on=%v: gauge %v", on, v)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("on=%v: no ftpproxy_kernel_path_up", on)
+		}
+	}
+}

@@ -63,6 +63,11 @@ func (s *suite) caseGuard() {
 		if a.count("kernel data path on") != 1 {
 			return a.withLog(errors.New(`no "kernel data path on" line in the proxy's log`))
 		}
+		if m, err := s.metrics(healthA); err != nil {
+			return err
+		} else if v, ok := m["ftpproxy_kernel_path_up"]; !ok || v != 1 {
+			return a.withLog(fmt.Errorf("ftpproxy_kernel_path_up %v (present %v), want 1", v, ok))
+		}
 		s.tl.Note("table inet ftpproxy: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
 		return nil
 	})
@@ -741,7 +746,7 @@ func (s *suite) caseUnprivileged() {
 		return
 	}
 	px, err := s.startProxy(proxySpec{name: "unpriv", bin: wrapper, listen: hostPort(pxyWanIP, unprivPort),
-		upstream: hostPort(srvIP, serverPort), ports: rangeUnpriv,
+		upstream: hostPort(srvIP, serverPort), ports: rangeUnpriv, health: healthUnpriv,
 		args: []string{"--data-path", "kernel", "--kernel-table", tableUnpriv}})
 	if err != nil {
 		s.tl.Report("unprivileged/proxy", 0, err)
@@ -786,6 +791,11 @@ func (s *suite) caseUnprivileged() {
 	s.tl.Run("unprivileged/said-once", func() error {
 		if n := px.count("kernel data path unavailable"); n != 1 {
 			return px.withLog(fmt.Errorf("%d \"kernel data path unavailable\" lines after 4 transfers, want exactly 1", n))
+		}
+		if m, err := s.metrics(healthUnpriv); err != nil {
+			return err
+		} else if v, ok := m["ftpproxy_kernel_path_up"]; !ok || v != 0 {
+			return px.withLog(fmt.Errorf("ftpproxy_kernel_path_up %v (present %v), want 0", v, ok))
 		}
 		for _, l := range px.lines(0) {
 			if strings.Contains(l.str("message"), "kernel data path unavailable") {

@@ -66,6 +66,7 @@ const (
 	healthSplice = "127.0.0.1:2153"
 	healthLife   = "127.0.0.1:2154"
 	healthUpg    = "127.0.0.1:2155"
+	healthUnpriv = "127.0.0.1:30155"
 
 	rangeA      = "24000-24399" // 400 ports: 200 sessions at once, and more
 	activeA     = "24400-24449"
