@@ -217,4 +217,3 @@ func stopPID(pid int, limit time.Duration) error {
 	}
 	return nil
 }
-
