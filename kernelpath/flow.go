@@ -23,6 +23,7 @@ type Flow struct {
 
 	mu           sync.Mutex
 	tuple        conntrack.Tuple // the connection's original tuple, once known
+	reply        conntrack.Tuple // and its reply tuple (after NAT)
 	known        bool
 	last         Snapshot
 	others       int // further connections that took the same mark
@@ -52,7 +53,7 @@ func (f *Flow) event(ev conntrack.Event) {
 	f.mu.Lock()
 	switch {
 	case !f.known:
-		f.tuple, f.known = ev.Flow.TupleOrig, true
+		f.tuple, f.reply, f.known = ev.Flow.TupleOrig, ev.Flow.TupleReply, true
 		close(f.established)
 	case ev.Flow.TupleOrig.Proto.SourcePort != f.tuple.Proto.SourcePort:
 		// Not the connection that closed the gate (one that took the
@@ -96,17 +97,27 @@ func (f *Flow) Snapshot() (Snapshot, bool) {
 		f.last.Gone = true
 	case err == nil:
 		f.last.merge(c, false)
+		f.reply = c.TupleReply
 	}
 	return f.last, f.known
 }
 
-// Kill makes the kernel reset the connection on both sides, at each
-// side's next packet.
+// Kill makes the kernel reset the connection on both sides: the dead set
+// answers each side's next packet with a reset, and a probe makes each
+// side send one now.
 func (f *Flow) Kill() error {
 	f.mu.Lock()
 	f.killed = true
+	known, orig, reply := f.known, f.tuple, f.reply
 	f.mu.Unlock()
-	return f.p.kill(f)
+	if err := f.p.kill(f); err != nil {
+		return err
+	}
+	if known && reply.IP.SourceAddress.IsValid() {
+		// Each peer sends a packet now, and gets its reset.
+		return poke(orig, reply)
+	}
+	return nil
 }
 
 // Close removes the flow's elements, which the packet path does not need

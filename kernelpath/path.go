@@ -298,7 +298,8 @@ func (p *Path) Redirect(r Redirect) (*Flow, error) {
 	var id uint32
 	for range idMask {
 		p.nextID = (p.nextID + 1) & idMask
-		if _, busy := p.flows[markBase|p.nextID]; !busy && p.nextID != 0 {
+		// 0 and idMask (the probes' mark) are not flows' ids.
+		if _, busy := p.flows[markBase|p.nextID]; !busy && p.nextID != 0 && p.nextID != idMask {
 			id = p.nextID
 			break
 		}
