@@ -23,13 +23,10 @@ type Flow struct {
 
 	mu           sync.Mutex
 	tuple        conntrack.Tuple // the connection's original tuple, once known
-	reply        conntrack.Tuple // and its reply tuple (after NAT)
 	known        bool
 	last         Snapshot
-	others       int // further connections that took the same mark
-	killed       bool
+	others       int  // further connections that took the same mark
 	unredirected bool // the redirect's elements are gone
-	undead       bool // the mark has left the dead set
 }
 
 // Established is closed when the client's connection has been redirected.
@@ -53,7 +50,7 @@ func (f *Flow) event(ev conntrack.Event) {
 	f.mu.Lock()
 	switch {
 	case !f.known:
-		f.tuple, f.reply, f.known = ev.Flow.TupleOrig, ev.Flow.TupleReply, true
+		f.tuple, f.known = ev.Flow.TupleOrig, true
 		close(f.established)
 	case ev.Flow.TupleOrig.Proto.SourcePort != f.tuple.Proto.SourcePort:
 		// Not the connection that closed the gate (one that took the
@@ -97,43 +94,30 @@ func (f *Flow) Snapshot() (Snapshot, bool) {
 		f.last.Gone = true
 	case err == nil:
 		f.last.merge(c, false)
-		f.reply = c.TupleReply
 	}
 	return f.last, f.known
 }
 
-// Kill makes the kernel reset the connection on both sides: the dead set
-// answers each side's next packet with a reset, and a probe makes each
-// side send one now.
-func (f *Flow) Kill() error {
-	f.mu.Lock()
-	f.killed = true
-	known, orig, reply := f.known, f.tuple, f.reply
-	f.mu.Unlock()
-	if err := f.p.kill(f); err != nil {
-		return err
-	}
-	if known && reply.IP.SourceAddress.IsValid() {
-		// Each peer sends a packet now, and gets its reset.
-		return poke(orig, reply)
-	}
-	return nil
-}
+// Kill makes the kernel reset the connection on both sides: for
+// deadTimeout the dead set answers each side's next packet with a reset.
+// (A side that sends nothing meanwhile is reset by the other's kernel when
+// it does: that side's socket is gone.) Killing again extends it.
+func (f *Flow) Kill() error { return f.p.kill(f) }
 
 // Close removes the flow's elements, which the packet path does not need
-// once the connection is established (conntrack holds its NAT); a killed
-// flow's mark leaves the dead set too, so close it again once the resets
-// have gone out (Snapshot says WasReset). Closing what is gone already
-// does nothing. The flow is still followed until Forget.
+// once the connection is established (conntrack holds its NAT). A killed
+// flow's mark stays in the dead set until it expires (deadTimeout).
+// Closing again does nothing. The flow is still followed until Forget.
 func (f *Flow) Close() error {
 	f.mu.Lock()
 	redirect := !f.unredirected
-	dead := f.killed && !f.undead
 	gate := !f.known // a connection has closed the gate behind it
 	f.unredirected = true
-	f.undead = f.undead || f.killed
 	f.mu.Unlock()
-	return f.p.removeElements(f, redirect, gate, dead)
+	if !redirect {
+		return nil
+	}
+	return f.p.removeElements(f, gate)
 }
 
 // Forget closes the flow and stops following it.

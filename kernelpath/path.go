@@ -298,8 +298,7 @@ func (p *Path) Redirect(r Redirect) (*Flow, error) {
 	var id uint32
 	for range idMask {
 		p.nextID = (p.nextID + 1) & idMask
-		// 0 and idMask (the probes' mark) are not flows' ids.
-		if _, busy := p.flows[markBase|p.nextID]; !busy && p.nextID != 0 && p.nextID != idMask {
+		if _, busy := p.flows[markBase|p.nextID]; !busy && p.nextID != 0 {
 			id = p.nextID
 			break
 		}
@@ -352,12 +351,11 @@ func (p *Path) forget(f *Flow) {
 	p.mu.Unlock()
 }
 
-// removeElements deletes f's elements in one transaction: the redirect's
-// (with the gate unless the connection has used it) and its mark in the
-// dead set. Deleting a missing element fails the whole transaction, so a
-// gate the packet path closed meanwhile, or elements that timed out, make
-// it try again element by element.
-func (p *Path) removeElements(f *Flow, redirect, gate, dead bool) error {
+// removeElements deletes f's redirect in one transaction (with the gate
+// unless the connection has used it). Deleting a missing element fails
+// the whole transaction, so a gate the packet path closed meanwhile, or
+// elements that timed out, make it try again element by element.
+func (p *Path) removeElements(f *Flow, gate bool) error {
 	mark := markBytes(f.mark)
 	key := addrPortBytes(f.client.AsSlice(), f.port)
 	type element struct {
@@ -365,18 +363,10 @@ func (p *Path) removeElements(f *Flow, redirect, gate, dead bool) error {
 		key []byte
 	}
 	var els []element
-	if redirect && gate {
+	if gate {
 		els = append(els, element{f.fam.gate, key})
 	}
-	if redirect {
-		els = append(els, element{f.fam.keys, key}, element{f.fam.dnat, mark}, element{f.fam.snat, mark})
-	}
-	if dead {
-		els = append(els, element{p.sets.dead, mark})
-	}
-	if len(els) == 0 {
-		return nil
-	}
+	els = append(els, element{f.fam.keys, key}, element{f.fam.dnat, mark}, element{f.fam.snat, mark})
 	p.nftMu.Lock()
 	defer p.nftMu.Unlock()
 	del := func(els []element) error {
@@ -403,12 +393,18 @@ func (p *Path) removeElements(f *Flow, redirect, gate, dead bool) error {
 	return errors.Join(errs...)
 }
 
-// kill puts f's mark in the dead set for long enough for both ends to
-// send a packet and be reset.
+// deadTimeout is how long a killed flow's mark stays in the dead set: long
+// enough for a peer that is sending (a server with a file to send, a
+// client closing after the 426) to send again and be reset, short enough
+// that nothing is left for long. Marks are handed out in turn over a
+// million ids, so one is not reused meanwhile.
+const deadTimeout = 3 * time.Second
+
+// kill puts f's mark in the dead set for deadTimeout.
 func (p *Path) kill(f *Flow) error {
 	p.nftMu.Lock()
 	defer p.nftMu.Unlock()
-	if err := p.nft.SetAddElements(p.sets.dead, []nftables.SetElement{{Key: markBytes(f.mark), Timeout: 2 * time.Minute}}); err != nil {
+	if err := p.nft.SetAddElements(p.sets.dead, []nftables.SetElement{{Key: markBytes(f.mark), Timeout: deadTimeout}}); err != nil {
 		return err
 	}
 	return p.nft.Flush()

@@ -128,15 +128,6 @@ func (s *sets) build(c *nftables.Conn, t *nftables.Table, guard bool) error {
 	for _, ch := range []*nftables.Chain{fwd, in} {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: s.deadExprs()})
 	}
-	// The proxy's probes of a killed flow's peers (poke.go) leave
-	// untracked.
-	raw := c.AddChain(&nftables.Chain{Table: t, Name: "probes", Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &accept})
-	c.AddRule(&nftables.Rule{Table: t, Chain: raw, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(pokeMark)},
-		&expr.Notrack{},
-	}})
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: ownMarkExprs(expr.VerdictAccept)})
 	if guard {
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})

@@ -191,9 +191,8 @@ wait:
 	}
 }
 
-// killWait bounds the wait for a killed flow's resets, after which its
-// mark leaves the dead set; a peer that sends nothing until then is reset
-// when its own timeout ends the connection instead.
+// killWait bounds the wait for conntrack to see a killed flow's reset, so
+// that the transfer's counts are the flow's last.
 const killWait = 2 * time.Second
 
 // kill has the kernel reset both ends of the flow, and waits a moment for

@@ -170,6 +170,14 @@ func (t *transfer) abort() {
 	t.aborted = true
 	conns := t.conns
 	t.mu.Unlock()
+	if t.kernel.Load() {
+		// Now, not when the transfer's goroutine gets to it: a client
+		// that closes its data connection on the 426 that follows must
+		// meet the dead set, or the server's end is all that is reset.
+		if err := t.kflow.Kill(); err != nil {
+			t.s.log.Warn().Err(err).Msg("kernel data path: cannot reset the data connection")
+		}
+	}
 	t.cancel()
 	for _, e := range t.listeners() {
 		e.ln.Close()
