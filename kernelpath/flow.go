@@ -25,8 +25,9 @@ type Flow struct {
 	tuple        conntrack.Tuple // the connection's original tuple, once known
 	known        bool
 	last         Snapshot
-	others       int  // further connections that took the same mark
-	unredirected bool // the redirect's elements are gone
+	others       int // further connections that took the same mark
+	unredirected bool
+	killed       bool // the redirect's elements are gone
 }
 
 // Established is closed when the client's connection has been redirected.
@@ -101,8 +102,22 @@ func (f *Flow) Snapshot() (Snapshot, bool) {
 // Kill makes the kernel reset the connection on both sides: for
 // deadTimeout the dead set answers each side's next packet with a reset.
 // (A side that sends nothing meanwhile is reset by the other's kernel when
-// it does: that side's socket is gone.) Killing again extends it.
-func (f *Flow) Kill() error { return f.p.kill(f) }
+// it does: that side's socket is gone.) Killing again does nothing.
+func (f *Flow) Kill() error {
+	f.mu.Lock()
+	killed := f.killed
+	f.mu.Unlock()
+	if killed {
+		return nil
+	}
+	if err := f.p.kill(f); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.killed = true
+	f.mu.Unlock()
+	return nil
+}
 
 // Close removes the flow's elements, which the packet path does not need
 // once the connection is established (conntrack holds its NAT). A killed

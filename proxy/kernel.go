@@ -104,10 +104,7 @@ wait:
 			case <-f.Established():
 				// Both at once: the first was redirected, this one is a
 				// second connection.
-				t.s.log.Warn().Str("from", c.RemoteAddr().String()).Uint16("port", t.client.port).Msg("second data connection refused")
-				t.s.cfg.Metrics.dataFailure(dataForeignPeer)
-				c.SetLinger(0)
-				c.Close()
+				t.refuse(c, addrPortOf(c.RemoteAddr()), &t.client)
 				break wait
 			default:
 			}
@@ -195,11 +192,20 @@ wait:
 // that the transfer's counts are the flow's last.
 const killWait = 2 * time.Second
 
-// kill has the kernel reset both ends of the flow, and waits a moment for
-// conntrack to see it.
-func (t *transfer) kill(f *kernelpath.Flow) {
+// killFlow has the kernel reset both ends of f, and reports whether it
+// could.
+func (t *transfer) killFlow(f *kernelpath.Flow) bool {
 	if err := f.Kill(); err != nil {
 		t.s.log.Warn().Err(err).Msg("kernel data path: cannot reset the data connection")
+		return false
+	}
+	return true
+}
+
+// kill has the kernel reset both ends of the flow (unless abort did
+// already), and waits a moment for conntrack to see it.
+func (t *transfer) kill(f *kernelpath.Flow) {
+	if !t.killFlow(f) {
 		return
 	}
 	deadline := time.After(killWait)
@@ -245,14 +251,6 @@ func (t *transfer) guardListener(adopted chan<- *net.TCPConn, established <-chan
 				continue
 			}
 		}
-		if from.Addr() == e.acceptFrom {
-			t.s.log.Warn().Str("from", from.String()).Uint16("port", e.port).Msg("second data connection refused")
-		} else {
-			t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
-				Uint16("port", e.port).Msg("data connection from a foreign address refused")
-		}
-		t.s.cfg.Metrics.dataFailure(dataForeignPeer)
-		c.SetLinger(0)
-		c.Close()
+		t.refuse(c, from, e)
 	}
 }

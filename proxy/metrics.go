@@ -369,7 +369,7 @@ func (m *Metrics) dataTLS(side string, tc *tls.Conn, err error, aborted bool) {
 	}
 }
 
-// dataPath counts a passive transfer by the path that carries it.
+// dataPath counts a data channel by the path that carries it.
 func (m *Metrics) dataPath(path string) {
 	if m == nil {
 		return

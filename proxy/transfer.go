@@ -174,9 +174,7 @@ func (t *transfer) abort() {
 		// Now, not when the transfer's goroutine gets to it: a client
 		// that closes its data connection on the 426 that follows must
 		// meet the dead set, or the server's end is all that is reset.
-		if err := t.kflow.Kill(); err != nil {
-			t.s.log.Warn().Err(err).Msg("kernel data path: cannot reset the data connection")
-		}
+		t.killFlow(t.kflow)
 	}
 	t.cancel()
 	for _, e := range t.listeners() {
@@ -388,11 +386,7 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 			}
 		}
 		if from.Addr() != e.acceptFrom {
-			t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
-				Uint16("port", e.port).Msg("data connection from a foreign address refused")
-			t.s.cfg.Metrics.dataFailure(dataForeignPeer)
-			c.SetLinger(0)
-			c.Close()
+			t.refuse(c, from, e)
 			continue
 		}
 		if !t.track(c, true) {
@@ -400,6 +394,21 @@ func (t *transfer) accept(e *endpoint) (*net.TCPConn, error) {
 		}
 		return c, nil
 	}
+}
+
+// refuse turns away a data connection from from to e's listener, with a
+// reset and a log line: one from a foreign address, or a second one from
+// the expected peer.
+func (t *transfer) refuse(c *net.TCPConn, from netip.AddrPort, e *endpoint) {
+	if from.Addr() == e.acceptFrom {
+		t.s.log.Warn().Str("from", from.String()).Uint16("port", e.port).Msg("second data connection refused")
+	} else {
+		t.s.log.Warn().Str("from", from.String()).Str("expected", e.acceptFrom.String()).
+			Uint16("port", e.port).Msg("data connection from a foreign address refused")
+	}
+	t.s.cfg.Metrics.dataFailure(dataForeignPeer)
+	c.SetLinger(0)
+	c.Close()
 }
 
 // track registers a connection so abort can reach it; it reports false
