@@ -163,7 +163,13 @@ type fakeAbort struct{}
 
 func newFakeServer(t testing.TB, handler func(*fakeConn)) *fakeServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeServerAt(t, "127.0.0.1:0", handler)
+}
+
+// newFakeServerAt is newFakeServer listening on addr ("127.0.0.2:0").
+func newFakeServerAt(t testing.TB, addr string, handler func(*fakeConn)) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,19 +21,6 @@ import (
 // at its lowest cost, to keep the tests fast).
 const proxyUsersFile = "px:$2a$04$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\n"
 
-// newFakeServerAt is newFakeServer listening on addr ("127.0.0.2:0").
-func newFakeServerAt(t testing.TB, addr string, handler func(*fakeConn)) *fakeServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &fakeServer{t: t, ln: ln, handler: handler}
-	fs.wg.Go(fs.acceptLoop)
-	t.Cleanup(fs.close)
-	return fs
-}
-
 // forwardConfig returns a Config change that turns forward mode on with
 // the given --allow-dest entries and ports, and the test's proxy user if
 // users is set.

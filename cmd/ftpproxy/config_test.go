@@ -106,16 +106,22 @@ func TestConfigFileErrors(t *testing.T) {
 		{"two documents", "upstream: h:21\n---\nmax-sessions: 1\n", nil, "2: more than one YAML document"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := writeConfigFile(t, tt.file)
-			_, err := parseFlags(append([]string{"--config", path}, tt.args...), io.Discard)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if want := "config " + path + ":" + tt.want; err.Error() != want {
-				t.Fatalf("error\n %s\nwant\n %s", err, want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkConfigError(t, tt.file, tt.args, tt.want) })
+	}
+}
+
+// checkConfigError checks that the configuration file with text file,
+// with args on the command line, is refused with exactly "config PATH:"
+// and want.
+func checkConfigError(t *testing.T, file string, args []string, want string) {
+	t.Helper()
+	path := writeConfigFile(t, file)
+	_, err := parseFlags(append([]string{"--config", path}, args...), io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if want := "config " + path + ":" + want; err.Error() != want {
+		t.Fatalf("error\n %s\nwant\n %s", err, want)
 	}
 }
 

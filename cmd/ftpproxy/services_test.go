@@ -103,16 +103,7 @@ func TestServicesConfigErrors(t *testing.T) {
 			`4: service "a": max-sessions: want an integer`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := writeConfigFile(t, tt.file)
-			_, err := parseFlags(append([]string{"--config", path}, tt.args...), io.Discard)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if want := "config " + path + ":" + tt.want; err.Error() != want {
-				t.Fatalf("error\n %s\nwant\n %s", err, want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkConfigError(t, tt.file, tt.args, tt.want) })
 	}
 }
 
