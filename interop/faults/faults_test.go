@@ -52,6 +52,7 @@ type env struct {
 	filter *regexp.Regexp
 
 	passed, failed int
+	failures       []string // the failed cases' names, repeated by report
 	upload         atomic.Int64
 }
 
@@ -171,6 +172,7 @@ func (e *env) runCase(name string, o caseOpts, fn func(ctx context.Context, note
 		e.logf("PASS %s %.2fs", name, d.Seconds())
 	} else {
 		e.failed++
+		e.failures = append(e.failures, name)
 		e.logf("FAIL %s %.2fs: %s", name, d.Seconds(), strings.ReplaceAll(err.Error(), "\n", "\n    "))
 	}
 	for _, n := range notes {
@@ -246,9 +248,19 @@ func newEnv(t *testing.T, prefix string, big, proftpd bool) *env {
 	return e
 }
 
-// report prints the run's count line; a failed run fails t and keeps its
+// setupFailed counts a case whose setup failed as failed.
+func (e *env) setupFailed(name string, err error) {
+	e.failed++
+	e.failures = append(e.failures, name)
+	e.logf("FAIL %s: %v", name, err)
+}
+
+// report prints the failed cases' names and the run's count line; a failed run fails t and keeps its
 // work directory.
 func (e *env) report() {
+	for _, name := range e.failures {
+		fmt.Printf("faults: failed %s\n", name)
+	}
 	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
 	if e.failed > 0 {
 		fmt.Printf("work directory kept: %s\n", e.work)
@@ -528,8 +540,7 @@ func (e *env) silentUpstream() {
 	px, err := startProxy(context.Background(), "gate", e.work, extraListen, extraHealth, fmt.Sprintf("%s:%d", serverIP, gatePort), extraPassive,
 		"--log-level", "debug", "--greeting-timeout", "2s")
 	if err != nil {
-		e.failed++
-		e.logf("FAIL %s: %v", name, err)
+		e.setupFailed(name, err)
 		return
 	}
 	defer px.kill()
@@ -722,8 +733,7 @@ func (e *env) bruteForce() {
 	px, err := startProxy(context.Background(), "brute", e.work, extraListen, extraHealth, e.vs.Addr(), extraPassive,
 		"--log-level", "debug", "--max-login-failures", "20")
 	if err != nil {
-		e.failed++
-		e.logf("FAIL %s: %v", name, err)
+		e.setupFailed(name, err)
 		return
 	}
 	defer px.kill()

@@ -406,8 +406,7 @@ func (e *env) configReload() {
 		r.px, err = startConfigProxy(context.Background(), "reload", e.work, r.cfgPath, reloadListenA, reloadHealth)
 	}
 	if err != nil {
-		e.failed++
-		e.logf("FAIL %s: %v", name, err)
+		e.setupFailed(name, err)
 		return
 	}
 	defer r.px.kill()

@@ -142,8 +142,7 @@ func (e *env) services() {
 		}
 	}()
 	if err != nil {
-		e.failed++
-		e.logf("FAIL services: %v", err)
+		e.setupFailed("services", err)
 		return
 	}
 	defer r.px.kill()

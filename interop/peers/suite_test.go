@@ -41,6 +41,8 @@ func TestTally(t *testing.T) {
 		"    2 things",
 		"SKIP a/skipped: no helper",
 		"PASS a/timed 1.50s",
+		"unit: failed a/bad: first", "    second",
+		"unit: failed a/noted-bad: wrong",
 		"unit: suite took 0.0s",
 		"unit: 3 passed, 2 failed",
 	}
@@ -210,5 +212,20 @@ func TestHealthGetAndLog(t *testing.T) {
 	os.WriteFile(p.LogPath, []byte("{}\n"), 0o644)
 	if p.Log() != "{}\n" || p.LogSize() != 3 {
 		t.Errorf("Log: %q, LogSize %d", p.Log(), p.LogSize())
+	}
+}
+
+// A failure's long error is cut in the summary, never in its FAIL line.
+func TestTallySummaryCutsLongErrors(t *testing.T) {
+	var out bytes.Buffer
+	tl := &Tally{Out: &out}
+	long := strings.Repeat("x", 400)
+	tl.Run("c/long", func() error { return errors.New("1\n2\n3\n" + long + "\n5") })
+	tl.Summary("cut", time.Now())
+	want := "FAIL c/long 0.00s\n    1\n    2\n    3\n    " + long + "\n    5\n" +
+		"cut: failed c/long: 1\n    2\n    3\n    " + long[:300] + "...\n    ...\n" +
+		"cut: suite took 0.0s\ncut: 0 passed, 1 failed\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
 	}
 }

@@ -24,6 +24,9 @@ type Tally struct {
 
 	mu             sync.Mutex
 	passed, failed int
+	// failures holds, per failed check, its name and the first lines of
+	// its error, repeated by Summary: a CI log often shows only its tail.
+	failures []string
 }
 
 // Run runs one check and reports it; it returns whether the check passed.
@@ -62,7 +65,23 @@ func (t *Tally) report(name string, d time.Duration, note string, err error) {
 		return
 	}
 	t.failed++
-	fmt.Fprintf(t.out(), "FAIL %s %.2fs\n    %s\n", name, d.Seconds(), indent(strings.TrimSpace(err.Error())))
+	msg := strings.TrimSpace(err.Error())
+	fmt.Fprintf(t.out(), "FAIL %s %.2fs\n    %s\n", name, d.Seconds(), indent(msg))
+	t.failures = append(t.failures, name+": "+indent(headLines(msg, 4)))
+}
+
+// headLines is the first n lines of s, each cut to 300 bytes.
+func headLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append(lines[:n], "...")
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Skip prints a SKIP line; it counts neither as passed nor as failed.
@@ -89,12 +108,16 @@ func (t *Tally) Failed() int {
 	return t.failed
 }
 
-// Summary prints how long the suite took since start and its counts, the
-// last lines of its output, and reports whether it passed: nothing failed
-// and something passed (a suite that ran nothing did not pass).
+// Summary prints each failed check again with the first lines of its
+// error, how long the suite took since start and its counts, the last
+// lines of its output, and reports whether it passed: nothing failed and
+// something passed (a suite that ran nothing did not pass).
 func (t *Tally) Summary(suite string, start time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for _, f := range t.failures {
+		fmt.Fprintf(t.out(), "%s: failed %s\n", suite, f)
+	}
 	fmt.Fprintf(t.out(), "%s: suite took %.1fs\n", suite, time.Since(start).Seconds())
 	fmt.Fprintf(t.out(), "%s: %d passed, %d failed\n", suite, t.passed, t.failed)
 	return t.failed == 0 && t.passed > 0
