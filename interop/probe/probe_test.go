@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ftpproxy/ftpproxy/interop/peers"
+	ftpprobe "github.com/ftpproxy/ftpproxy/probe"
 )
 
 var (
@@ -34,8 +35,12 @@ var (
 	flagWork     = flag.String("work", "", "work directory (default: a new directory under $TMPDIR)")
 	flagKeep     = flag.Bool("keep", false, "keep the work directory even when every case passed")
 	flagCases    = flag.String("cases", "", "run only the cases whose name matches this regular expression")
-	flagTimeout  = flag.Duration("probe-timeout", 2*time.Second, "the probe's --timeout: how long a filtered port takes to be called filtered")
-	flagBudget   = flag.Duration("budget", 2*time.Minute, "time the whole suite may take")
+	// The probe's own default: proftpd with FTPS loads the system's CA
+	// bundle for each session, which on a loaded machine (two probes
+	// at once, each with two control connections) delays its greeting
+	// past a second.
+	flagTimeout = flag.Duration("probe-timeout", ftpprobe.DefaultTimeout, "the probe's --timeout: how long a step may take, and a filtered port takes to be called filtered")
+	flagBudget  = flag.Duration("budget", 2*time.Minute, "time the whole suite may take")
 )
 
 // Ports and ranges, inside the run's own namespaces.
@@ -59,8 +64,8 @@ const (
 // probeLimit bounds one run of the probe program; the probe's own
 // --deadline is shorter.
 const (
-	probeDeadline = 20 * time.Second
-	probeLimit    = 30 * time.Second
+	probeDeadline = 40 * time.Second
+	probeLimit    = 50 * time.Second
 )
 
 // --- suite -------------------------------------------------------------------
