@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-
-	sockaddr "github.com/hashicorp/go-sockaddr"
 )
 
 // ErrCIDR reports a network list that cannot be used.
@@ -14,7 +12,11 @@ var ErrCIDR = errors.New("nat: bad network")
 
 // ParseCIDRs parses a comma-separated list of networks ("10.0.0.0/8",
 // "2001:db8::/32") or single addresses (a /32 or /128), as --proxy-protocol-from
-// and the access lists take them.
+// and the access lists take them. Host bits are cleared; an IPv4-mapped
+// IPv6 network of /96 or longer is the IPv4 network it maps. Anything else
+// is refused: a host name (an access list is never resolved: a name would
+// be looked up once at start, and a parser must not wait on DNS), an
+// address with a port, a zone, or a netmask other than a prefix length.
 func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range strings.Split(list, ",") {
@@ -22,22 +24,40 @@ func ParseCIDRs(list string) ([]netip.Prefix, error) {
 		if s == "" {
 			continue
 		}
-		ip, err := sockaddr.NewIPAddr(s)
+		p, err := parseNet(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q", ErrCIDR, s)
+			return nil, fmt.Errorf("%w: %q: want an IP address or CIDR network", ErrCIDR, s)
 		}
-		n := ip.NetIPNet()
-		addr, ok := netip.AddrFromSlice(n.IP)
-		if !ok {
-			return nil, fmt.Errorf("%w: %q", ErrCIDR, s)
-		}
-		bits, _ := n.Mask.Size()
-		out = append(out, netip.PrefixFrom(addr.Unmap(), bits).Masked())
+		out = append(out, p)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: empty list", ErrCIDR)
 	}
 	return out, nil
+}
+
+// parseNet parses one network or address, masked and unmapped.
+func parseNet(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, err
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, errors.New("zone")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // Contains reports whether any of nets holds addr.
