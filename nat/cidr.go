@@ -13,7 +13,7 @@ var ErrCIDR = errors.New("nat: bad network")
 // ParseCIDRs parses a comma-separated list of networks ("10.0.0.0/8",
 // "2001:db8::/32") or single addresses (a /32 or /128), as --proxy-protocol-from
 // and the access lists take them. Host bits are cleared; an IPv4-mapped
-// IPv6 network of /96 or longer is the IPv4 network it maps. Anything else
+// network is taken as IPv4, as --allow-dest takes it (unmappedBits). Anything else
 // is refused: a host name (an access list is never resolved: a name would
 // be looked up once at start, and a parser must not wait on DNS), an
 // address with a port, a zone, or a netmask other than a prefix length.
@@ -54,10 +54,7 @@ func parseNet(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-	}
-	return p.Masked(), nil
+	return netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked(), nil
 }
 
 // Contains reports whether any of nets holds addr.

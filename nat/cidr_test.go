@@ -16,7 +16,7 @@ func TestParseCIDRs(t *testing.T) {
 		{"10.1.2.3/8, 127.0.0.1", []netip.Prefix{p("10.0.0.0/8"), p("127.0.0.1/32")}},
 		{"2001:db8::/32,::1", []netip.Prefix{p("2001:db8::/32"), p("::1/128")}},
 		{"::ffff:10.0.0.1/104, ::ffff:10.0.0.1", []netip.Prefix{p("10.0.0.0/8"), p("10.0.0.1/32")}},
-		{"::ffff:0:0/80", []netip.Prefix{p("::/80")}},
+		{"::ffff:0:0/80", []netip.Prefix{p("0.0.0.0/0")}}, // covers every mapped address
 	}
 	for _, tt := range tests {
 		got, err := ParseCIDRs(tt.in)
