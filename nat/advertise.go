@@ -94,10 +94,7 @@ func resolveAddr(ctx context.Context, s string, res Resolver) (netip.Addr, error
 		return netip.Addr{}, fmt.Errorf("%w: empty", ErrAdvertise)
 	}
 	if ip, err := netip.ParseAddr(s); err == nil {
-		if ip.Zone() != "" || ip.IsUnspecified() {
-			return netip.Addr{}, fmt.Errorf("%w: %s cannot be connected to", ErrAdvertise, s)
-		}
-		return ip.Unmap(), nil
+		return connectable(s, ip)
 	}
 	if strings.Contains(s, "{{") {
 		out, err := sockaddrtemplate.Parse(s)
@@ -111,7 +108,7 @@ func resolveAddr(ctx context.Context, s string, res Resolver) (netip.Addr, error
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("%w: template %s gave %q, not an IP address", ErrAdvertise, s, out)
 		}
-		return ip.Unmap(), nil
+		return connectable(s, ip)
 	}
 	if res == nil {
 		return netip.Addr{}, fmt.Errorf("%w: %s is not an IP address", ErrAdvertise, s)
@@ -124,13 +121,24 @@ func resolveAddr(ctx context.Context, s string, res Resolver) (netip.Addr, error
 	// IPv4.
 	for _, ip := range ips {
 		if ip.Unmap().Is4() {
-			return ip.Unmap(), nil
+			return connectable(s, ip)
 		}
 	}
 	if len(ips) == 0 {
 		return netip.Addr{}, fmt.Errorf("%w: %s has no address", ErrAdvertise, s)
 	}
-	return ips[0], nil
+	return connectable(s, ips[0])
+}
+
+// connectable returns ip, unmapped, if a client can connect to it: not the
+// unspecified address and without a zone (a zone means nothing to another
+// host), whether the operator wrote it, a template made it or a name
+// resolved to it.
+func connectable(s string, ip netip.Addr) (netip.Addr, error) {
+	if !ip.IsValid() || ip.Zone() != "" || ip.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("%w: %s gives %v, which cannot be connected to", ErrAdvertise, s, ip)
+	}
+	return ip.Unmap(), nil
 }
 
 // ListenAddr returns the address a passive data listener binds to so that it

@@ -22,6 +22,7 @@ func TestParseAdvertiser(t *testing.T) {
 	res := fakeResolver{
 		"ftp.example.com": {a("2001:db8::7"), a("203.0.113.7")},
 		"v6only.example":  {a("2001:db8::8")},
+		"zero.example":    {a("0.0.0.0")},
 	}
 	tests := []struct {
 		name   string
@@ -44,6 +45,9 @@ func TestParseAdvertiser(t *testing.T) {
 		{"unspecified", []string{"0.0.0.0"}, Advertiser{}, true},
 		{"empty", []string{""}, Advertiser{}, true},
 		{"bad template", []string{"{{ NoSuchFunc }}"}, Advertiser{}, true},
+		{"template giving the unspecified address", []string{`{{ "0.0.0.0" }}`}, Advertiser{}, true},
+		{"template giving a zone", []string{`{{ "fe80::1%lo" }}`}, Advertiser{}, true},
+		{"name resolving to the unspecified address", []string{"zero.example"}, Advertiser{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
