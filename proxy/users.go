@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -16,6 +17,19 @@ type ProxyUsers struct {
 	// dummy is compared against when the name is unknown, so that a
 	// wrong name and a wrong password take the same time.
 	dummy []byte
+}
+
+// maxProxyUserCost is the highest bcrypt cost a proxy users file may use.
+// Each login checks one hash (or, for an unknown name, a dummy of the
+// file's highest cost) under the session's lock: at cost 16 that is about
+// five seconds of CPU, and each step doubles it (bcrypt allows 31, about a
+// day).
+const maxProxyUserCost = 16
+
+// costTime is roughly how long one check at cost takes on a current CPU
+// (cost 10 about 60 ms).
+func costTime(cost int) time.Duration {
+	return 60 * time.Millisecond << (cost - 10)
 }
 
 // ParseProxyUsers reads "name:hash" lines (htpasswd's bcrypt format, as
@@ -34,14 +48,18 @@ func ParseProxyUsers(r io.Reader) (*ProxyUsers, error) {
 		if !ok || name == "" || strings.ContainsAny(name, "@ \t") {
 			return nil, fmt.Errorf("proxy users: line %d: want name:bcrypt-hash, a name without @ or spaces", n)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		cost, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
 			return nil, fmt.Errorf("proxy users: line %d (%s): not a bcrypt hash: %w", n, name, err)
+		}
+		if cost > maxProxyUserCost {
+			return nil, fmt.Errorf("proxy users: line %d (%s): bcrypt cost %d, at most %d: each login would take %s or more (ftpproxy passwd uses %d)",
+				n, name, cost, maxProxyUserCost, costTime(cost), bcrypt.DefaultCost)
 		}
 		if _, dup := u.hashes[name]; dup {
 			return nil, fmt.Errorf("proxy users: line %d: %s listed twice", n, name)
 		}
 		u.hashes[name] = []byte(hash)
-		cost, _ := bcrypt.Cost([]byte(hash))
 		maxCost = max(maxCost, cost)
 	}
 	if err := sc.Err(); err != nil {

@@ -38,6 +38,8 @@ func TestParseProxyUsersErrors(t *testing.T) {
 		{"px\n", "line 1: want name:bcrypt-hash"},
 		{"a@b:$2a$04$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\n", "without @"},
 		{"px:secret\n", "line 1 (px): not a bcrypt hash"},
+		{"px:$2a$17$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\n", "line 1 (px): bcrypt cost 17, at most 16: each login would take 7.68s or more"},
+		{"px:$2a$31$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\n", "bcrypt cost 31, at most 16"},
 		{"px:$2a$04$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\npx:$2a$04$d6lRPBXjLmhVKLILwq/K7eKZJ7TozDDjg6YWuOUivCK3CuXV3BIFK\n", "listed twice"},
 	} {
 		_, err := ParseProxyUsers(strings.NewReader(tt.file))
