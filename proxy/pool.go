@@ -133,16 +133,34 @@ func NewUpstreamPool(addrs []string, opts ...PoolOptions) *UpstreamPool {
 	default:
 		panic("proxy: NewUpstreamPool takes at most one PoolOptions")
 	}
-	p := &UpstreamPool{opts: o.withDefaults(), byAddr: make(map[string]*poolServer, len(addrs))}
+	p := &UpstreamPool{opts: o.withDefaults()}
+	p.SetServers(addrs)
+	return p
+}
+
+// SetServers makes addrs the pool's servers, in that order, as a reload
+// that edits the list does. A server the pool already holds keeps what the
+// pool knows of it (down, its wait, its counts), so that adding a server
+// does not send sessions back to one that is down; a new one starts up; a
+// server no longer listed is forgotten, and the reports of sessions that
+// still try it are ignored.
+func (p *UpstreamPool) SetServers(addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	byAddr := make(map[string]*poolServer, len(addrs))
+	servers := make([]*poolServer, 0, len(addrs))
 	for _, a := range addrs {
-		if _, dup := p.byAddr[a]; dup {
+		if _, dup := byAddr[a]; dup {
 			continue
 		}
-		s := &poolServer{addr: a}
-		p.servers = append(p.servers, s)
-		p.byAddr[a] = s
+		s := p.byAddr[a]
+		if s == nil {
+			s = &poolServer{addr: a}
+		}
+		servers = append(servers, s)
+		byAddr[a] = s
 	}
-	return p
+	p.servers, p.byAddr = servers, byAddr
 }
 
 // SetLogger replaces the logger of PoolOptions, as a reload that keeps the

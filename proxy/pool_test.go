@@ -269,3 +269,39 @@ ftpproxy_upstream_up{server="127.0.0.1:2102"} 0
 		t.Errorf("series after Close: %d, %v", n, err)
 	}
 }
+
+// A reload that edits the list keeps what the pool knows of the servers
+// still listed: a server that is down stays down, with its wait.
+func TestUpstreamPoolSetServers(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
+	p := NewUpstreamPool([]string{"a:21", "b:21", "c:21"}, PoolOptions{Now: clock.now})
+	p.Report("a:21", nil)
+	p.Report("b:21", errRefused)
+	down := clock.t
+	p.SetServers([]string{"d:21", "b:21", "a:21", "d:21"})
+	if got, want := p.Addrs(), []string{"d:21", "b:21", "a:21"}; !slices.Equal(got, want) {
+		t.Fatalf("Addrs() = %v, want %v", got, want)
+	}
+	got := p.Servers()
+	want := []PoolServerStatus{
+		{Addr: "d:21", Up: true},
+		{Addr: "b:21", Failures: 1, DownSince: down, RetryAt: down.Add(10 * time.Second),
+			LastError: errRefused.Error(), ConnectFailures: 1},
+		{Addr: "a:21", Up: true, Sessions: 1},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Servers() =\n %+v\nwant\n %+v", got, want)
+	}
+	// b is still left out until its wait is over; c is forgotten, and a
+	// session that started before the edit and reports it changes nothing.
+	p.Report("c:21", errRefused)
+	for range 3 {
+		if c := p.Candidates(); slices.Contains(c, "b:21") || slices.Contains(c, "c:21") {
+			t.Fatalf("Candidates() = %v: b is down and c is gone", c)
+		}
+	}
+	clock.advance(10 * time.Second)
+	if c := p.Candidates(); len(c) == 0 || c[0] != "b:21" {
+		t.Fatalf("Candidates() = %v after b's wait: b is probed first", c)
+	}
+}

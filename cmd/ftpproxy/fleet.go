@@ -84,8 +84,8 @@ func (f *fleet) metricsFor(name string) *proxy.Metrics {
 
 // config builds the proxy configuration of o. With old, the service o
 // replaces, a port range that stays the same keeps its pool (which knows
-// the ports that running transfers hold) and a pool of the same servers
-// keeps what it learnt of them.
+// the ports that running transfers hold) and its upstream pool keeps what
+// it learnt of the servers still listed.
 func (f *fleet) config(o *options, old *service, log zerolog.Logger) (proxy.Config, *proxy.UpstreamPool, zerolog.Logger) {
 	if o.name != "" {
 		log = log.With().Str("service", o.name).Logger()
@@ -106,9 +106,12 @@ func (f *fleet) config(o *options, old *service, log zerolog.Logger) (proxy.Conf
 	}
 	var pool *proxy.UpstreamPool
 	if len(o.pool) > 0 {
-		if old != nil && old.pool != nil && slices.Equal(old.pool.Addrs(), o.pool) {
+		if old != nil && old.pool != nil {
+			// The same pool, so that its servers' state outlives the
+			// reload, with the list as it now is.
 			pool = old.pool
 			pool.SetLogger(log)
+			pool.SetServers(o.pool)
 		} else {
 			pool = proxy.NewUpstreamPool(o.pool, proxy.PoolOptions{Logger: log})
 		}

@@ -256,13 +256,35 @@ ftpproxy_upstream_up{server=%q,service="c"} 1
 		t.Errorf("promlint: %v %v", problems, err)
 	}
 
+	// A reload that adds a server to the pool keeps what the pool knows
+	// of the others: the dead server stays down, the new one is up.
+	write(path, fmt.Sprintf(`services:
+  a:
+    listen: %q
+    upstream: %q
+  c:
+    listen: %q
+    upstream: [%q, %q, %q]
+`, listenA, upB, listenC, dead, upA, upB))
+	rl.reload()
+	_, body = health()
+	for _, want := range []string{
+		"\nservice c upstream " + dead + ": down for ",
+		"\nservice c upstream " + upA + ": up, 3 sessions, 0 connect failures\n",
+		"\nservice c upstream " + upB + ": up, 0 sessions, 0 connect failures\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("health after adding a pool server has no %q:\n%s", want, body)
+		}
+	}
+
 	// Services back to one configuration without them: a restart.
 	write(path, fmt.Sprintf("listen: %q\nupstream: %q\n", listenA, upA))
 	rl.reload()
 	if got := testutil.ToFloat64(counts.total.WithLabelValues("failure")); got != 1 {
 		t.Errorf("reloads refused: %v, want 1", got)
 	}
-	if _, g := dialGreeting(t, listenC); g != "220 server A" {
+	if _, g := dialGreeting(t, listenC); g != "220 server A" && g != "220 server B" {
 		t.Errorf("service c after a refused reload: %q", g)
 	}
 }
