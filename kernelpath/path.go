@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/rs/zerolog"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
@@ -153,9 +154,24 @@ func (p *Path) buildTable(cfg Config) (kept bool, err error) {
 		return false, fmt.Errorf("kernelpath: list nftables table %s: %w", p.table.Name, err)
 	}
 	if existing != nil && cfg.Keep {
+		// The owner is now this process: the one it takes over from
+		// leaves the table to it.
+		if err := p.nft.AddSet(p.sets.owner, nil); err != nil { // an older table has none
+			return false, fmt.Errorf("kernelpath: nftables table %s: %w", p.table.Name, err)
+		}
+		p.nft.FlushSet(p.sets.owner)
+		if err := p.nft.SetAddElements(p.sets.owner, pidElement(os.Getpid())); err != nil {
+			return false, fmt.Errorf("kernelpath: nftables table %s: %w", p.table.Name, err)
+		}
+		if err := p.nft.Flush(); err != nil {
+			return false, fmt.Errorf("kernelpath: take over nftables table %s: %w", p.table.Name, err)
+		}
 		return true, nil
 	}
 	if existing != nil {
+		if pid := p.liveOwner(); pid != 0 {
+			return false, fmt.Errorf("%w: table inet %s belongs to process %d, which is running: give each instance on a host its own --kernel-table", ErrTableInUse, p.table.Name, pid)
+		}
 		p.nft.DelTable(p.table)
 	}
 	if err := p.sets.build(p.nft, p.table, cfg.Guard); err != nil {
@@ -168,6 +184,39 @@ func (p *Path) buildTable(cfg Config) (kept bool, err error) {
 		return false, fmt.Errorf("kernelpath: create nftables table %s: %w", p.table.Name, err)
 	}
 	return false, nil
+}
+
+// ErrTableInUse is Open's error when another running process owns the
+// table: the proxy then relays data itself and leaves the table alone.
+var ErrTableInUse = errors.New("kernelpath: nftables table in use")
+
+// liveOwner returns the process ID in the existing table's owner set if
+// that process runs and is not this one, else 0: a table without an owner
+// (an older proxy's) or whose owner is gone was left by a crash. (A process
+// of another PID namespace sharing this network namespace is not seen.)
+// The caller holds nftMu.
+func (p *Path) liveOwner() int {
+	set, err := p.nft.GetSetByName(p.table, ownerSet)
+	if err != nil {
+		return 0
+	}
+	els, err := p.nft.GetSetElements(set)
+	if err != nil {
+		return 0
+	}
+	for _, el := range els {
+		if len(el.Key) != 4 {
+			continue
+		}
+		pid := int(binaryutil.NativeEndian.Uint32(el.Key))
+		if pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			return pid
+		}
+	}
+	return 0
 }
 
 // listen opens the conntrack event stream.

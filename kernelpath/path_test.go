@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/rs/zerolog"
 )
 
@@ -54,13 +58,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// openPath opens a path in the test's namespace, or skips without one.
-func openPath(t *testing.T, guard bool) *Path {
+// inNetns skips a test outside the test's own namespace, and turns
+// conntrack accounting on there, so that each test can run alone.
+func inNetns(t *testing.T) {
 	t.Helper()
 	if os.Getenv(netnsEnv) == "" {
 		t.Skip("needs root and unshare: the kernel path is tested in a network namespace of its own")
 	}
-	os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_acct", []byte("1"), 0)
+	const acct = "/proc/sys/net/netfilter/nf_conntrack_acct"
+	if os.WriteFile(acct, []byte("1"), 0) == nil {
+		return
+	}
+	// Conntrack is not in the namespace yet: a table with NAT chains
+	// loads it (Open then fails, accounting being off, and removes it).
+	if p, err := Open(Config{Table: "fpload", Log: zerolog.Nop()}); err == nil {
+		p.Close(false)
+	}
+	if err := os.WriteFile(acct, []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openPath opens a path in the test's namespace, or skips without one.
+func openPath(t *testing.T, guard bool) *Path {
+	t.Helper()
+	inNetns(t)
 	p, err := Open(Config{Table: "fptest", Guard: guard, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -328,9 +350,7 @@ func TestKill(t *testing.T) {
 // process's redirects; closing with keep leaves it, closing without
 // removes it.
 func TestTableLifecycle(t *testing.T) {
-	if os.Getenv(netnsEnv) == "" {
-		t.Skip("needs root and unshare: the kernel path is tested in a network namespace of its own")
-	}
+	inNetns(t)
 	open := func(keep bool) *Path {
 		t.Helper()
 		p, err := Open(Config{Table: "fplife", Keep: keep, Log: zerolog.Nop()})
@@ -387,6 +407,100 @@ func TestTableLifecycle(t *testing.T) {
 		if tb.Name == "fplife" {
 			t.Fatal("table still there after a clean exit")
 		}
+	}
+}
+
+// TestTableOwner: a second instance given a table that a running process
+// owns leaves it alone (ErrTableInUse); a process taking over in an
+// upgrade becomes its owner; a table whose owner is gone is rebuilt.
+func TestTableOwner(t *testing.T) {
+	inNetns(t)
+	const name = "fpowner"
+	table := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := func() []int {
+		t.Helper()
+		set, err := c.GetSetByName(table, ownerSet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []int
+		for _, el := range els {
+			pids = append(pids, int(binaryutil.NativeEndian.Uint32(el.Key)))
+		}
+		return pids
+	}
+	setOwner := func(pid int) {
+		t.Helper()
+		set, err := c.GetSetByName(table, ownerSet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.FlushSet(set)
+		if err := c.SetAddElements(set, pidElement(pid)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+
+	first, err := Open(Config{Table: name, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owners(); !slices.Equal(got, []int{os.Getpid()}) {
+		t.Fatalf("owner %v, want this process %d", got, os.Getpid())
+	}
+	if _, err := first.Redirect(Redirect{Client: netip.MustParseAddr("127.0.0.1"), Port: 21011,
+		To: netip.MustParseAddrPort("127.0.0.3:2100"), From: netip.MustParseAddr("127.0.0.1"), Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	// As if the table were another running instance's.
+	setOwner(other.Process.Pid)
+	_, err = Open(Config{Table: name, Log: zerolog.Nop()})
+	if !errors.Is(err, ErrTableInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", other.Process.Pid)) ||
+		!strings.Contains(err.Error(), "--kernel-table") {
+		t.Fatalf("Open of a table a running process owns: %v, want ErrTableInUse naming it", err)
+	}
+	if n, _, _ := first.Elements(); n != 4 {
+		t.Fatalf("%d elements after the refused Open, want the running one's 4", n)
+	}
+
+	// An upgrade takes it over.
+	upgraded, err := Open(Config{Table: name, Keep: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owners(); !slices.Equal(got, []int{os.Getpid()}) {
+		t.Fatalf("owner after the takeover %v, want %d", got, os.Getpid())
+	}
+	first.Close(true)
+	upgraded.Close(true) // as if it had died: the table stays
+
+	// The owner is gone: the table is stale and rebuilt.
+	setOwner(other.Process.Pid)
+	other.Process.Kill()
+	other.Wait()
+	rebuilt, err := Open(Config{Table: name, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("Open of a table whose owner exited: %v", err)
+	}
+	defer rebuilt.Close(false)
+	if n, _, _ := rebuilt.Elements(); n != 0 {
+		t.Fatalf("%d elements in the rebuilt table, want 0", n)
 	}
 }
 

@@ -2,6 +2,7 @@ package kernelpath
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/google/nftables"
@@ -45,10 +46,14 @@ type family struct {
 	gate, keys, dnat, snat *nftables.Set
 }
 
-// sets are the table's sets, by family, and the dead set.
+// sets are the table's sets, by family, the dead set and the owner set.
 type sets struct {
 	v4, v6 family
 	dead   *nftables.Set
+	// owner holds one element: the process ID of the proxy that uses the
+	// table, so that a second instance given the same table name sees
+	// that it is taken instead of rebuilding it under the first.
+	owner *nftables.Set
 }
 
 func newSets(t *nftables.Table) (*sets, error) {
@@ -89,10 +94,19 @@ func newSets(t *nftables.Table) (*sets, error) {
 	}
 	// dead: marks of flows to end with resets.
 	s.dead = &nftables.Set{Table: t, Name: "dead", HasTimeout: true, KeyType: nftables.TypeMark}
+	s.owner = &nftables.Set{Table: t, Name: ownerSet, KeyType: nftables.TypeInteger}
 	return s, nil
 }
 
-// all lists the table's sets.
+// ownerSet is the name of the set holding the owner's process ID.
+const ownerSet = "owner"
+
+// pidElement is the owner set's element for process pid.
+func pidElement(pid int) []nftables.SetElement {
+	return []nftables.SetElement{{Key: binaryutil.NativeEndian.PutUint32(uint32(pid))}}
+}
+
+// all lists the table's sets of redirects and dead marks (not the owner).
 func (s *sets) all() []*nftables.Set {
 	return []*nftables.Set{s.v4.gate, s.v4.keys, s.v4.dnat, s.v4.snat, s.v6.gate, s.v6.keys, s.v6.dnat, s.v6.snat, s.dead}
 }
@@ -106,6 +120,9 @@ func (s *sets) build(c *nftables.Conn, t *nftables.Table, guard bool) error {
 		if err := c.AddSet(set, nil); err != nil {
 			return fmt.Errorf("kernelpath: add set %s: %w", set.Name, err)
 		}
+	}
+	if err := c.AddSet(s.owner, pidElement(os.Getpid())); err != nil {
+		return fmt.Errorf("kernelpath: add set %s: %w", s.owner.Name, err)
 	}
 	pre := c.AddChain(&nftables.Chain{Table: t, Name: "prerouting", Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})

@@ -903,6 +903,52 @@ func (s *suite) caseLifecycle() {
 		}
 		return s.waitEmpty(defaultTable, 5*time.Second)
 	})
+	// A second instance given the same table (an operator who forgot
+	// --kernel-table) leaves it to its owner: it says why and relays.
+	s.tl.Run("lifecycle/second-instance-leaves-the-table", func() error {
+		px2, err := s.startProxy(proxySpec{name: "life2", listen: hostPort(pxyWanIP, life2Port), upstream: hostPort(srvIP, serverPort),
+			ports: rangeLife2, health: healthLife2, args: []string{"--data-path", "kernel"}})
+		if err != nil {
+			return err
+		}
+		defer px2.Stop()
+		if err := s.roundTrip(nsCli, cliIP, pxyWanIP, life2Port, s.srv, s.x, s.xup, "life2.up", "--ftp-pasv"); err != nil {
+			return px2.withLog(err)
+		}
+		for _, l := range px2.transfers(0) {
+			if l.str("data_path") == "kernel" {
+				return px2.withLog(errors.New("the second instance logged a transfer as carried by the kernel"))
+			}
+		}
+		want := fmt.Sprintf("table inet %s belongs to process %d, which is running", defaultTable, px.PID())
+		said := ""
+		for _, l := range px2.lines(0) {
+			if strings.Contains(l.str("message"), "kernel data path unavailable") {
+				said = l.str("error")
+			}
+		}
+		if !strings.Contains(said, want) {
+			return px2.withLog(fmt.Errorf("the second instance's reason %q does not say %q", said, want))
+		}
+		if m, err := s.metrics(healthLife2); err != nil {
+			return err
+		} else if v, ok := m["ftpproxy_kernel_path_up"]; !ok || v != 0 {
+			return px2.withLog(fmt.Errorf("second instance: ftpproxy_kernel_path_up %v (present %v), want 0", v, ok))
+		}
+		if err := px2.Stop(); err != nil {
+			return px2.withLog(err)
+		}
+		// The owner's table is whole and still carries its transfers.
+		off := px.LogSize()
+		if err := s.roundTrip(nsCli, cliIP, pxyWanIP, lifePort, s.srv, s.x, s.xup, "life.up", "--ftp-pasv"); err != nil {
+			return px.withLog(err)
+		}
+		if err := allKernel(px.transfers(off), 2); err != nil {
+			return px.withLog(err)
+		}
+		s.tl.Note("%s", said)
+		return s.waitEmpty(defaultTable, 5*time.Second)
+	})
 	s.tl.Run("lifecycle/table-gone-after-sigterm", func() error {
 		start := time.Now()
 		if err := px.Stop(); err != nil {

@@ -58,6 +58,7 @@ const (
 	kernPort     = 2145 // throughput: kernel, guard off
 	splicePort   = 2146 // throughput: splice
 	upgPort      = 2147 // the upgrade case's proxy, table ftpkrnupg
+	life2Port    = 2148 // a second proxy given the lifecycle proxy's table
 	unprivPort   = 30021
 	healthA      = "127.0.0.1:2149"
 	health6      = "127.0.0.1:2150"
@@ -66,6 +67,7 @@ const (
 	healthSplice = "127.0.0.1:2153"
 	healthLife   = "127.0.0.1:2154"
 	healthUpg    = "127.0.0.1:2155"
+	healthLife2  = "127.0.0.1:2156"
 	healthUnpriv = "127.0.0.1:30155"
 
 	rangeA      = "24000-24399" // 400 ports: 200 sessions at once, and more
@@ -73,6 +75,7 @@ const (
 	range6      = "24500-24549"
 	rangePPH    = "24600-24649"
 	rangeLife   = "24700-24749"
+	rangeLife2  = "24750-24799"
 	rangeUpg    = "24800-24849"
 	rangeKern   = "25000-25049"
 	rangeSplice = "25100-25149"
@@ -664,9 +667,11 @@ func (st nftState) describe() string {
 	return strings.Join(parts, ", ")
 }
 
+// empty reports whether the sets of redirects and dead marks are empty
+// (the owner set holds the proxy's process ID for as long as it runs).
 func (st nftState) empty() bool {
-	for _, n := range st.elems {
-		if n != 0 {
+	for _, name := range tableSets {
+		if st.elems[name] != 0 {
 			return false
 		}
 	}
