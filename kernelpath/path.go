@@ -154,12 +154,12 @@ func (p *Path) buildTable(cfg Config) (kept bool, err error) {
 		return false, fmt.Errorf("kernelpath: list nftables table %s: %w", p.table.Name, err)
 	}
 	if existing != nil && cfg.Keep {
-		// The owner is now this process: the one it takes over from
-		// leaves the table to it.
+		// This process joins the owners; the one it takes over from
+		// takes itself out when it leaves (Close). Until then both are
+		// listed, so that a takeover that fails leaves the table owned.
 		if err := p.nft.AddSet(p.sets.owner, nil); err != nil { // an older table has none
 			return false, fmt.Errorf("kernelpath: nftables table %s: %w", p.table.Name, err)
 		}
-		p.nft.FlushSet(p.sets.owner)
 		if err := p.nft.SetAddElements(p.sets.owner, pidElement(os.Getpid())); err != nil {
 			return false, fmt.Errorf("kernelpath: nftables table %s: %w", p.table.Name, err)
 		}
@@ -190,7 +190,7 @@ func (p *Path) buildTable(cfg Config) (kept bool, err error) {
 // table: the proxy then relays data itself and leaves the table alone.
 var ErrTableInUse = errors.New("kernelpath: nftables table in use")
 
-// liveOwner returns the process ID in the existing table's owner set if
+// liveOwner returns a process ID in the existing table's owner set if
 // that process runs and is not this one, else 0: a table without an owner
 // (an older proxy's) or whose owner is gone was left by a crash. (A process
 // of another PID namespace sharing this network namespace is not seen.)
@@ -208,7 +208,7 @@ func (p *Path) liveOwner() int {
 		if len(el.Key) != 4 {
 			continue
 		}
-		pid := int(binaryutil.NativeEndian.Uint32(el.Key))
+		pid := int(binaryutil.BigEndian.Uint32(el.Key))
 		if pid <= 0 || pid == os.Getpid() {
 			continue
 		}
@@ -294,11 +294,25 @@ func (p *Path) Close(keep bool) error {
 	close(p.stop)
 	p.ct.Close()
 	var err error
-	if !keep {
+	if keep {
+		p.leaveTable()
+	} else {
 		err = p.removeTable()
 	}
 	p.wg.Wait()
 	return err
+}
+
+// leaveTable takes this process out of the owners of a table that another
+// process took over, and closes the nftables connection.
+func (p *Path) leaveTable() {
+	p.nftMu.Lock()
+	defer p.nftMu.Unlock()
+	if p.nft.SetDeleteElements(p.sets.owner, pidElement(os.Getpid())) == nil {
+		// An error here is an element already gone: nothing to do.
+		p.nft.Flush()
+	}
+	p.nft.CloseLasting()
 }
 
 func (p *Path) removeTable() error {

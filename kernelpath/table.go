@@ -50,9 +50,9 @@ type family struct {
 type sets struct {
 	v4, v6 family
 	dead   *nftables.Set
-	// owner holds one element: the process ID of the proxy that uses the
-	// table, so that a second instance given the same table name sees
-	// that it is taken instead of rebuilding it under the first.
+	// owner holds the process ID of the proxy that uses the table (two
+	// during an upgrade), so that a second instance given the same table
+	// name sees that it is taken instead of rebuilding it under the first.
 	owner *nftables.Set
 }
 
@@ -101,9 +101,10 @@ func newSets(t *nftables.Table) (*sets, error) {
 // ownerSet is the name of the set holding the owner's process ID.
 const ownerSet = "owner"
 
-// pidElement is the owner set's element for process pid.
+// pidElement is the owner set's element for process pid, in network byte
+// order as nft shows an integer (`nft list set inet ftpproxy owner`).
 func pidElement(pid int) []nftables.SetElement {
-	return []nftables.SetElement{{Key: binaryutil.NativeEndian.PutUint32(uint32(pid))}}
+	return []nftables.SetElement{{Key: binaryutil.BigEndian.PutUint32(uint32(pid))}}
 }
 
 // all lists the table's sets of redirects and dead marks (not the owner).

@@ -890,7 +890,10 @@ func (s *suite) caseLifecycle() {
 				return fmt.Errorf("the rebuilt table has no chain %s (chains %v)", c, st.chains)
 			}
 		}
-		s.tl.Note("rebuilt: chains %s; sets %s", strings.Join(st.chains, ", "), st.describe())
+		if !slices.Equal(st.owners, []int{px.PID()}) {
+			return px.withLog(fmt.Errorf("the rebuilt table's owners are %v, want the proxy %d", st.owners, px.PID()))
+		}
+		s.tl.Note("rebuilt: chains %s; sets %s; owner %v", strings.Join(st.chains, ", "), st.describe(), st.owners)
 		return nil
 	})
 	s.tl.Run("lifecycle/kernel-transfer", func() error {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -577,6 +578,7 @@ type nftState struct {
 	exists bool
 	elems  map[string]int
 	chains []string
+	owners []int // the owner set's process IDs
 	raw    string
 }
 
@@ -621,6 +623,15 @@ func (s *suite) nftTable(table string) (nftState, error) {
 	err = decodeNft(out, func(kind string, v nftObject) {
 		if v.Table == table && (kind == "set" || kind == "map") {
 			st.elems[v.Name] = len(v.Elem)
+		}
+		if v.Table == table && kind == "set" && v.Name == "owner" {
+			for _, e := range v.Elem {
+				var pid int
+				if json.Unmarshal(e, &pid) == nil {
+					st.owners = append(st.owners, pid)
+				}
+			}
+			slices.Sort(st.owners)
 		}
 	})
 	return st, err

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,6 +148,9 @@ func (s *suite) caseUpgrade() {
 		}
 		if !st.exists {
 			return px.withLog(errors.New("the old process removed the table the new one uses"))
+		}
+		if !slices.Equal(st.owners, []int{newPID}) {
+			return px.withLog(fmt.Errorf("the table's owners are %v, want the new process %d alone", st.owners, newPID))
 		}
 		if px.count("kernel data path: table not removed") > 0 {
 			return px.withLog(errors.New("the old process logged a failure with the table"))
