@@ -11,12 +11,13 @@ import (
 var ErrCIDR = errors.New("nat: bad network")
 
 // ParseCIDRs parses a comma-separated list of networks ("10.0.0.0/8",
-// "2001:db8::/32") or single addresses (a /32 or /128), as --proxy-protocol-from
-// and the access lists take them. Host bits are cleared; an IPv4-mapped
-// network is taken as IPv4, as --allow-dest takes it (unmappedBits). Anything else
-// is refused: a host name (an access list is never resolved: a name would
-// be looked up once at start, and a parser must not wait on DNS), an
-// address with a port, a zone, or a netmask other than a prefix length.
+// "2001:db8::/32") or single addresses (a /32 or /128), as
+// --proxy-protocol-from and the access lists take them. Host bits are
+// cleared; an IPv4-mapped network is taken as IPv4, as --allow-dest takes
+// it (unmappedBits). Anything else is refused: a host name (an access list
+// is never resolved: a name would be looked up once at start, and a parser
+// must not wait on DNS), an address with a port, a zone, or a netmask
+// other than a prefix length.
 func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range strings.Split(list, ",") {
