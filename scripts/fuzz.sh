@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
 pkgs=("$@")
-[ ${#pkgs[@]} -gt 0 ] || pkgs=(./rewrite ./nat ./proxy ./probe)
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./rewrite ./nat ./proxy ./probe ./cmd/ftpproxy)
 
 for pkg in "${pkgs[@]}"; do
   for target in $(go test "$pkg" -list '^Fuzz' | grep '^Fuzz'); do

@@ -145,6 +145,11 @@ func applyConfig(fs *flag.FlagSet, path string) (*configFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
+	return applyConfigData(fs, path, data)
+}
+
+// applyConfigData is applyConfig for the file's contents, data.
+func applyConfigData(fs *flag.FlagSet, path string, data []byte) (*configFile, error) {
 	root, err := decodeYAML(path, data)
 	if err != nil || root == nil {
 		return &configFile{path: path}, err
