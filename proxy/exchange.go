@@ -277,6 +277,13 @@ func (s *session) onRelayReply(x *exchange, r rewrite.Reply) {
 			lines = append(append(lines[:len(lines)-1:len(lines)-1], featTLS...), last)
 		}
 	}
+	// A failed login is counted before its 530 reaches the client: a
+	// client that connects again the moment it reads the reply meets the
+	// ban.
+	banned := false
+	if !r.More && x.kind == kindLogin && failedLogin(x.cmd.Verb, r.Code) {
+		banned = s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now())
+	}
 	s.writeClientReply(lines)
 	if r.More {
 		return
@@ -284,7 +291,7 @@ func (s *session) onRelayReply(x *exchange, r rewrite.Reply) {
 	x.done, x.answered = true, true
 	switch x.kind {
 	case kindLogin:
-		s.afterLogin(x.cmd.Verb, r.Code)
+		s.afterLogin(x.cmd.Verb, r.Code, banned)
 	case kindREIN:
 		if r.Code == 220 {
 			s.reinitialize()
@@ -299,10 +306,17 @@ func (s *session) onRelayReply(x *exchange, r rewrite.Reply) {
 	s.settle()
 }
 
+// failedLogin reports whether code, the final reply to verb, is a failed
+// login attempt (RFC 959 section 5.4: a 530 to PASS or ACCT).
+func failedLogin(verb string, code int) bool {
+	return code == 530 && (verb == "PASS" || verb == "ACCT")
+}
+
 // afterLogin follows the login state on the final reply to USER, PASS or
 // ACCT (RFC 959 section 5.4: 230 and 232 log in; 331 and 332 ask for
-// more; a 530 to PASS or ACCT is a failed attempt).
-func (s *session) afterLogin(verb string, code int) {
+// more; a 530 to PASS or ACCT is a failed attempt, which the caller has
+// counted: banned says the count banned the client's address).
+func (s *session) afterLogin(verb string, code int, banned bool) {
 	switch {
 	case code == 230 || code == 232:
 		if s.phase != phaseReady {
@@ -311,9 +325,10 @@ func (s *session) afterLogin(verb string, code int) {
 			s.log.Info().Msg("logged in")
 			s.cfg.Metrics.login(true)
 		}
-	case code == 530 && (verb == "PASS" || verb == "ACCT"):
+	case failedLogin(verb, code):
 		s.cfg.Metrics.login(false)
-		if s.loginFailed() {
+		if banned {
+			s.endBanned()
 			return
 		}
 		s.log.Info().Msg("login failed")
@@ -327,9 +342,15 @@ func (s *session) loginFailed() bool {
 	if !s.srv.adm.bans.failed(s.clientAP.Addr(), time.Now()) {
 		return false
 	}
+	s.endBanned()
+	return true
+}
+
+// endBanned ends the session of a client whose address a failed login
+// has just banned.
+func (s *session) endBanned() {
 	s.log.Warn().Int("failures", s.cfg.MaxLoginFailures).Dur("ban", s.cfg.BanDuration).Msg("address banned after failed logins")
 	s.abortSession("banned", replyFor(errBanned))
-	return true
 }
 
 // reinitialize takes the session back to where it was after the greeting

@@ -595,7 +595,7 @@ func (s *session) onFollowPassReply(x *exchange, r rewrite.Reply) {
 	}
 	s.writeClientReply(x.held.lines())
 	x.done, x.answered = true, true
-	s.afterLogin("USER", r.Code)
+	s.afterLogin("USER", r.Code, false) // a reply to USER is no failed attempt
 	s.settle()
 }
 

@@ -103,6 +103,13 @@ func TestLoginFailureBan(t *testing.T) {
 			if attempts < 20 {
 				continue
 			}
+			// The ban is in force once the 20th 530 has arrived: a
+			// client connecting again at once is refused.
+			at := dialFrom(t, "127.0.0.1", e.addr)
+			if r := at.Expect(421); !strings.Contains(r.text(), "failed logins") {
+				t.Errorf("a session opened right after the 20th 530 got %q", r.text())
+			}
+			at.ExpectEOF()
 			// The 20th failure is relayed, then the ban is announced.
 			if r := c.Expect(421); !strings.Contains(r.text(), "failed logins") {
 				t.Errorf("ban reply %q", r.text())
