@@ -52,7 +52,7 @@ type env struct {
 	filter *regexp.Regexp
 
 	passed, failed int
-	failures       []string // the failed cases' names, repeated by report
+	failures       []string // the failed cases, with their errors' first lines, repeated by report
 	upload         atomic.Int64
 }
 
@@ -172,7 +172,7 @@ func (e *env) runCase(name string, o caseOpts, fn func(ctx context.Context, note
 		e.logf("PASS %s %.2fs", name, d.Seconds())
 	} else {
 		e.failed++
-		e.failures = append(e.failures, name)
+		e.failures = append(e.failures, failureLine(name, err))
 		e.logf("FAIL %s %.2fs: %s", name, d.Seconds(), strings.ReplaceAll(err.Error(), "\n", "\n    "))
 	}
 	for _, n := range notes {
@@ -251,15 +251,26 @@ func newEnv(t *testing.T, prefix string, big, proftpd bool) *env {
 // setupFailed counts a case whose setup failed as failed.
 func (e *env) setupFailed(name string, err error) {
 	e.failed++
-	e.failures = append(e.failures, name)
+	e.failures = append(e.failures, failureLine(name, err))
 	e.logf("FAIL %s: %v", name, err)
 }
 
-// report prints the failed cases' names and the run's count line; a failed run fails t and keeps its
-// work directory.
+// failureLine is a failed case as report repeats it: its name and the
+// first lines of its error.
+func failureLine(name string, err error) string {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	if len(lines) > 4 {
+		lines = append(lines[:4], "...")
+	}
+	return name + ": " + strings.Join(lines, "\n    ")
+}
+
+// report prints the failed cases again (a CI log often shows only its
+// tail) and the run's count line; a failed run fails t and keeps its work
+// directory.
 func (e *env) report() {
-	for _, name := range e.failures {
-		fmt.Printf("faults: failed %s\n", name)
+	for _, f := range e.failures {
+		fmt.Printf("faults: failed %s\n", f)
 	}
 	fmt.Printf("faults: %d passed, %d failed\n", e.passed, e.failed)
 	if e.failed > 0 {
