@@ -88,6 +88,9 @@ func ParseHostPort(s string, defPort uint16) (string, uint16, error) {
 		return "", 0, fmt.Errorf("%w: empty host", ErrUsage)
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
+		if !validZone(a.Zone()) {
+			return "", 0, fmt.Errorf("%w: %q: %q is not an interface name", ErrUsage, s, a.Zone())
+		}
 		return a.String(), defPort, nil
 	}
 	host, port, err := net.SplitHostPort(s)
@@ -101,7 +104,26 @@ func ParseHostPort(s string, defPort uint16) (string, uint16, error) {
 	if err != nil || n == 0 || host == "" {
 		return "", 0, fmt.Errorf("%w: %q: want HOST:PORT with a port from 1 to 65535", ErrUsage, s)
 	}
+	if a, err := netip.ParseAddr(host); err == nil && !validZone(a.Zone()) {
+		return "", 0, fmt.Errorf("%w: %q: %q is not an interface name", ErrUsage, s, a.Zone())
+	}
 	return host, uint16(n), nil
+}
+
+// validZone reports whether z, the zone of an IPv6 address (fe80::1%eth0),
+// can name an interface: empty, or up to 15 printable characters without
+// the brackets, colon, slash and percent sign that would make the address
+// unreadable once written as [addr%zone]:port.
+func validZone(z string) bool {
+	if len(z) > 15 {
+		return false
+	}
+	for _, c := range []byte(z) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("[]:/%", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Run probes the server cfg names and returns the report. It returns when

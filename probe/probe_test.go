@@ -450,6 +450,11 @@ func TestParseHostPort(t *testing.T) {
 		{"host:ftp", "", 0, false},
 		{":21", "", 0, false},
 		{"[::1", "", 0, false},
+		{"fe80::1%eth0", "fe80::1%eth0", 21, true},
+		{"[fe80::1%eth0]:2121", "fe80::1%eth0", 2121, true},
+		{"::%[", "", 0, false},             // a zone no [addr%zone]:port can carry
+		{"[fe80::1%a b]:21", "", 0, false}, // a space in the zone
+		{"fe80::1%an-interface-name-too-long", "", 0, false},
 	} {
 		h, p, err := ParseHostPort(tc.in, 21)
 		if tc.ok != (err == nil) || h != tc.host || p != tc.port {
