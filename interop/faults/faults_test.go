@@ -258,11 +258,7 @@ func (e *env) setupFailed(name string, err error) {
 // failureLine is a failed case as report repeats it: its name and the
 // first lines of its error.
 func failureLine(name string, err error) string {
-	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
-	if len(lines) > 4 {
-		lines = append(lines[:4], "...")
-	}
-	return name + ": " + strings.Join(lines, "\n    ")
+	return name + ": " + strings.ReplaceAll(peers.FirstLines(strings.TrimSpace(err.Error()), 4), "\n", "\n    ")
 }
 
 // report prints the failed cases again (a CI log often shows only its

@@ -67,11 +67,12 @@ func (t *Tally) report(name string, d time.Duration, note string, err error) {
 	t.failed++
 	msg := strings.TrimSpace(err.Error())
 	fmt.Fprintf(t.out(), "FAIL %s %.2fs\n    %s\n", name, d.Seconds(), indent(msg))
-	t.failures = append(t.failures, name+": "+indent(headLines(msg, 4)))
+	t.failures = append(t.failures, name+": "+indent(FirstLines(msg, 4)))
 }
 
-// headLines is the first n lines of s, each cut to 300 bytes.
-func headLines(s string, n int) string {
+// FirstLines is the first n lines of s, each cut to 300 bytes, with "..."
+// for the rest: how a suite's summary repeats a failure.
+func FirstLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
 		lines = append(lines[:n], "...")
