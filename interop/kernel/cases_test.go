@@ -286,13 +286,9 @@ func (s *suite) caseKills() {
 		if err != nil {
 			return a.withLog(err)
 		}
-		l, err := a.waitLine(off, 10*time.Second, "transfer line", func(l logLine) bool { return l.str("message") == "transfer" })
+		l, err := a.failedKernelTransfer(off, "", "a failed")
 		if err != nil {
 			return a.withLog(err)
-		}
-		if l.str("data_path") != "kernel" || l.str("error") == "" {
-			b, _ := json.Marshal(l)
-			return a.withLog(fmt.Errorf("the transfer line does not show a failed kernel transfer: %s", b))
 		}
 		resetLine = l
 		s.tl.Note("proxy logged: %s error %q, %d bytes down", l.str("cmd"), l.str("error"), l.num("down"))
@@ -345,13 +341,8 @@ func (s *suite) caseKills() {
 		if err != nil {
 			return a.withLog(err)
 		}
-		l, err := a.waitLine(off, 10*time.Second, "transfer line", func(l logLine) bool { return l.str("message") == "transfer" })
-		if err != nil {
+		if _, err := a.failedKernelTransfer(off, "aborted", "an aborted"); err != nil {
 			return a.withLog(err)
-		}
-		if l.str("data_path") != "kernel" || !strings.Contains(l.str("error"), "aborted") {
-			b, _ := json.Marshal(l)
-			return a.withLog(fmt.Errorf("the transfer line does not show an aborted kernel transfer: %s", b))
 		}
 		return a.withLog(s.waitEmpty(defaultTable, 5*time.Second))
 	})

@@ -453,6 +453,22 @@ func (p *proxyRun) transfers(from int64) []logLine {
 	return out
 }
 
+// failedKernelTransfer waits for the next transfer line after offset from
+// and checks that it is of a kernel transfer that failed with an error
+// containing want (any error if want is empty); what names such a
+// transfer in the error ("an aborted").
+func (p *proxyRun) failedKernelTransfer(from int64, want, what string) (logLine, error) {
+	l, err := p.waitLine(from, 10*time.Second, "transfer line", func(l logLine) bool { return l.str("message") == "transfer" })
+	if err != nil {
+		return l, err
+	}
+	if l.str("data_path") != "kernel" || l.str("error") == "" || !strings.Contains(l.str("error"), want) {
+		b, _ := json.Marshal(l)
+		return l, fmt.Errorf("the transfer line does not show %s kernel transfer: %s", what, b)
+	}
+	return l, nil
+}
+
 // waitLine waits up to limit for a line from offset on that match
 // accepts, and returns it.
 func (p *proxyRun) waitLine(from int64, limit time.Duration, what string, match func(logLine) bool) (logLine, error) {
